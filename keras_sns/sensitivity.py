@@ -183,7 +183,7 @@ def _batch_sums(clean: ArrayLike, adv: ArrayLike) -> _BatchSums:
     # contributing inf (adv != 0) or NaN (adv == 0). See sensitivity_ratio.
     ratio = np.divide(diff_l1, clean_l1, out=np.zeros_like(diff_l1), where=defined)
     return _BatchSums(
-        sigma_sum=diff_l1.sum(axis=0),
+        sigma_sum=diff_l1.sum(axis=0) / size,
         ratio_sum=ratio.sum(axis=0),
         ratio_count=defined.sum(axis=0).astype(np.int64),
         num_examples=clean.shape[0],
@@ -361,7 +361,7 @@ def _resolve_k(k: int | float, n: int, name: str = "k") -> int:
             )
         # ceil, so that a fraction always selects at least one neuron and "the top
         # 10 %" of 64 neurons is 7. The rounding to 9 decimals stops floating-point
-        # noise from adding a neuron: 0.1 * 30 == 3.0000000000000004 must give 3.
+        # noise from adding a neuron: 0.07 * 100 == 7.000000000000001 must give 7.
         return max(1, math.ceil(round(float(k) * n, 9)))
     raise ValueError(f"Expected {name} to be an int or a float. Received: {name}={k!r}")
 
@@ -638,8 +638,9 @@ def measure_sensitivity(
         model: A functional or Sequential model with a single logits output.
         layer_names: Names of the layers to analyse.
         x: Clean inputs as an array ``(N, ...)``, or a ``tf.data.Dataset`` of
-            ``(x, x_adv)`` pairs, batched or not (unbatched ones are batched with
-            ``batch_size``).
+            ``(x, x_adv)`` pairs, batched or not: a dataset whose elements have one
+            axis fewer than the model input is batched with ``batch_size``, any
+            other is used with its own batches.
         x_adv: Adversarial inputs, same shape as ``x``; must be None when ``x`` is a
             dataset.
         batch_size: Number of clean examples per forward pass (the pass itself holds
@@ -655,11 +656,19 @@ def measure_sensitivity(
 
     Example:
         >>> res = measure_sensitivity(model, ["conv1", "relu1"], x, x_adv, batch_size=64)
-        >>> res.sensitive_neurons(k=0.1)["relu1"]
-        array([12,  3, 40, 27,  9,  8, 51])
+        >>> res.sigma["relu1"].shape                      # 64 channels
+        (64,)
+        >>> len(res.sensitive_neurons(k=0.1)["relu1"])    # ceil(0.1 * 64)
+        7
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"Expected a positive integer batch_size. Received: batch_size={batch_size!r}")
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        raise ValueError(
+            f"Expected a positive integer batch_size. Received: batch_size={batch_size!r}"
+        )
     if isinstance(layer_names, str):
         layer_names = [layer_names]
     names = list(dict.fromkeys(layer_names))
