@@ -18,13 +18,15 @@ A new architecture is one function and one ``@register("name")`` decorator.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 from keras import layers
 
-__all__ = ["ModelSpec", "available", "build", "describe", "register"]
+__all__ = ["ModelSpec", "available", "build", "describe", "load", "register"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,32 @@ def build(
     return spec.builder(
         input_shape=tuple(int(d) for d in shape), num_classes=int(num_classes), **kwargs
     )
+
+
+def load(path: str | os.PathLike) -> keras.Model:
+    """Load a saved ``.keras`` model, with an error that says what was expected.
+
+    Args:
+        path: A ``.keras`` file, e.g. ``runs/fashion_mnist_small_cnn/model.keras``, or
+            the run directory holding ``model.keras``.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        ValueError: the file is not a loadable Keras model.
+    """
+    p = Path(path)
+    if p.is_dir() and (p / "model.keras").is_file():
+        p = p / "model.keras"
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"No model file at {p}. Expected a .keras file written by `cli.py train` "
+            "(for example runs/fashion_mnist_small_cnn/model.keras) or its run directory."
+        )
+    try:
+        return keras.models.load_model(p)
+    except Exception as e:  # zip, h5, deserialisation errors: one clear message.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"Cannot load a Keras model from {p}: {first}") from None
 
 
 def _head(x, num_classes: int, fc_units: int):
