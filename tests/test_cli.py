@@ -108,3 +108,12 @@ def test_help_documents_every_train_option():
     top = subprocess.run([sys.executable, "cli.py", "--help"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
     assert all(cmd in top for cmd in ("train", "datasets", "models"))
+
+
+def test_console_script_runs_the_same_group():
+    script = Path(sys.executable).parent / "keras-sns"
+    assert script.exists(), "pip install -e . should install the keras-sns console script"
+    via_script = subprocess.run([str(script), "models"], capture_output=True, text=True, check=True)
+    via_cli = subprocess.run([sys.executable, "cli.py", "models"], cwd=ROOT, capture_output=True,
+                             text=True, check=True)
+    assert via_script.stdout == via_cli.stdout and "small_cnn" in via_script.stdout
