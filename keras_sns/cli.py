@@ -27,6 +27,11 @@ def _setup_logging(verbose: bool) -> None:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not verbose:
+        # Each attack object compiles its own function once; TensorFlow counts those first
+        # traces as "retracing" and warns, which only alarms users. -v shows them.
+        logging.getLogger("tensorflow").addFilter(
+            lambda record: "triggered tf.function retracing" not in record.getMessage())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -53,46 +58,113 @@ def main(verbose: bool) -> None:
                    "/usr/share/datasets/fashion-mnist, or $KERAS_SNS_FASHION_MNIST_DIR).")
 @click.option("--model", "model_name", default="small_cnn",
               help="Model architecture (see `models`).")
-@click.option("--epochs", type=click.IntRange(min=1), default=5, help="Training epochs.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, help="Batch size.")
+@click.option("--epochs", type=click.IntRange(min=1), default=5,
+              help="Training epochs (pat/alp/sns: fine-tuning epochs).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128,
+              help="Global batch size.")
 @click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True),
               default=1e-3, help="Adam learning rate.")
-@click.option("--seed", type=int, default=0, help="Seed of initialisation and shuffling.")
+@click.option("--seed", type=int, default=0,
+              help="Seed of initialisation, shuffling, attacks and random masks.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on the first N examples of the fit split (default: all).")
 @click.option("--eval-limit", type=click.IntRange(min=1), default=None,
               help="Validate and test on the first N examples (default: all).")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/vanilla",
               help="Output directory for model.keras, config.json, history.csv, "
-                   "metrics.json and TensorBoard logs.")
+                   "metrics.json, evaluation.json, masks.json and TensorBoard logs.")
 @click.option("--overwrite", is_flag=True,
-              help="Replace a trained model already in --out (otherwise refuse).")
+              help="Replace a completed run in --out (an interrupted one always resumes).")
+@click.option("--init", type=click.Path(dir_okay=True), default=None,
+              help="pat/alp/sns: a trained model to fine-tune (.keras or run directory). "
+                   "Default: train a vanilla model first into OUT/vanilla.")
+@click.option("--vanilla-epochs", type=click.IntRange(min=1), default=5,
+              help="Epochs of that vanilla model.")
+@click.option("--selection", type=click.Choice(("sen", "dyn", "ema", "all", "rand")),
+              default="sen",
+              help="SNS masks: sen (top-k of the model before fine-tuning), dyn (re-measured "
+                   "each epoch on 200 examples), ema (moving average of sigma, no extra "
+                   "pass), all, rand (ablations).")
+@click.option("--preset", type=click.Choice(("fmnist", "paper-vgg16", "paper-resnet18")),
+              default="fmnist",
+              help="SNS recipe giving --layers, --lam, --k and --freeze-below unless set: "
+                   "fmnist (chosen on Fashion-MNIST's validation split) or the paper's.")
+@click.option("--layers", default=None,
+              help="SNS layers: names or ranges, e.g. conv3,conv4 or conv8..conv13.")
+@click.option("--freeze-below/--no-freeze-below", default=None,
+              help="Freeze every layer below the first SNS layer (the paper's fine-tuning).")
+@click.option("--lam", type=click.FloatRange(min=0), default=None,
+              help="Weight of the SNS (or ALP) term; paper: 5.0 (SNS), 0.5 (ALP).")
+@click.option("--k", type=float, default=None,
+              help="Sensitive channels per layer: a fraction in (0, 1] or a count >= 2.")
+@click.option("--attack", default="pgd_linf", help="White-box training attack.")
+@click.option("--eps", type=click.FloatRange(min=0, max=1), default=None,
+              help="Attack radius in [0, 1] units (default: 0.1 for Fashion-MNIST, 8/255 else).")
+@click.option("--steps", type=click.IntRange(min=1), default=10,
+              help="Attack steps in training (step size eps/sqrt(steps)).")
+@click.option("--eval-steps", type=click.IntRange(min=1), default=20,
+              help="PGD steps of the final evaluation.")
+@click.option("--strategy", type=click.Choice(("default", "mirrored", "multiworker")),
+              default="default",
+              help="tf.distribute strategy: one device, MirroredStrategy (all local GPUs), "
+                   "or MultiWorkerMirroredStrategy (cluster from TF_CONFIG).")
 def train(method, dataset, data_dir, model_name, epochs, batch_size, learning_rate, seed,
-          limit, eval_limit, out, overwrite):
+          limit, eval_limit, out, overwrite, init, vanilla_epochs, selection, preset, layers,
+          freeze_below, lam, k, attack, eps, steps, eval_steps, strategy):
     """Train a model with model.fit, evaluate it on the test split and save it.
 
-    The fit split is the training set minus its last 10 %, which is the
-    validation split reported each epoch; the test split is only used once, at the
-    end. A killed run resumes from its last completed epoch when re-run with the
+    The fit split is the training set minus its last 10 %, which is the validation
+    split reported each epoch; the test split is used once, at the end, for clean,
+    FGSM and PGD accuracy. For pat/alp/sns without --init a vanilla model is trained
+    first. A killed run resumes from its last completed epoch when re-run with the
     same --out.
     """
     from keras_sns.config import TrainConfig
     from keras_sns.data import DatasetError
     from keras_sns.experiment import run_training, runtime_info
+    from keras_sns.training import TrainingCollapsedError
 
+    if k is not None and (k <= 0 or (k > 1 and k != int(k))):
+        raise click.BadParameter("expected a fraction in (0, 1] or a whole count >= 2",
+                                 param_hint="--k")
     try:
         config = TrainConfig(
             method=method, dataset=dataset, model=model_name, epochs=epochs,
             batch_size=batch_size, learning_rate=learning_rate, seed=seed, limit=limit,
-            eval_limit=eval_limit, out=out, data_dir=data_dir,
+            eval_limit=eval_limit, out=out, data_dir=data_dir, init=init,
+            vanilla_epochs=vanilla_epochs, selection=selection, layers=layers, lam=lam,
+            k=None if k is None else (int(k) if k > 1 else k), freeze_below=freeze_below,
+            preset=preset, attack=attack, eps=eps, steps=steps, eval_steps=eval_steps,
+            strategy=strategy,
         )
         click.echo(f"Devices: {', '.join(runtime_info()['devices'])}")
         result = run_training(config, overwrite=overwrite)
-    except (ValueError, DatasetError, FileExistsError) as e:
+    except (ValueError, DatasetError, FileExistsError, FileNotFoundError,
+            TrainingCollapsedError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"Test accuracy: {result.test_accuracy:.4f} (loss {result.test_loss:.4f})")
-    click.echo(f"Results written to {result.out_dir}/ "
-               "(model.keras, config.json, history.csv, metrics.json, logs/)")
+    click.echo(_summary_table(result.out_dir))
+    click.echo(f"Results written to {result.out_dir}/")
+
+
+def _summary_table(out_dir) -> str:
+    """clean / FGSM / PGD accuracy of this run and of its vanilla stage, if any."""
+    import json
+    from pathlib import Path
+
+    rows = []
+    for label, d in (("vanilla", Path(out_dir) / "vanilla"), ("this run", Path(out_dir))):
+        f = d / "evaluation.json"
+        if f.exists():
+            rows.append((label, json.loads(f.read_text())))
+    if not rows:
+        return ""
+    pgd = next(k for k in rows[-1][1] if k.startswith("pgd"))
+    lines = [f"| model | clean | FGSM | {pgd.upper()} | eps |", "| --- | --- | --- | --- | --- |"]
+    for label, ev in rows:
+        lines.append(f"| {label} | {100 * ev['clean']:.2f} % | {100 * ev['fgsm']:.2f} % | "
+                     f"{100 * ev[pgd]:.2f} % | {ev['eps']:g} |")
+    return "\n".join(lines)
 
 
 def _parse_params(pairs) -> dict[str, dict]:
@@ -275,3 +347,133 @@ def list_models():
     for spec in models.describe():
         shape = "x".join(str(d) for d in spec.default_input_shape)
         click.echo(f"{spec.name:<10} {shape:<8} {spec.summary}")
+
+
+# keras_sns.studies.STUDIES, repeated here so that `--help` does not start TensorFlow.
+ANALYSIS_STUDIES = ("profile", "ratio", "eps-sweep", "targeted", "suppression")
+
+
+def _comma_list(convert):
+    """A click callback turning "a,b,c" into a tuple of convert(item) (None stays None)."""
+
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            items = tuple(convert(v.strip()) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise click.BadParameter(f"expected a comma-separated list, got {value!r}") from None
+        if not items:
+            raise click.BadParameter("expected at least one value")
+        return items
+
+    return callback
+
+
+def _parse_k(ctx, param, value):
+    # "0.1" is a fraction of each layer's channels, "7" a count (so "1" is one neuron).
+    try:
+        return float(value) if any(c in value for c in ".eE") else int(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a fraction such as 0.1 or a count such as 7, "
+                                 f"got {value!r}") from None
+
+
+def _model_labels(paths):
+    """Short unique names: runs/pat/model.keras or runs/pat -> "pat", a.keras -> "a"."""
+    from pathlib import Path
+
+    labels = []
+    for p in map(Path, paths):
+        base = p.parent.name if p.stem == "model" and p.parent.name else p.stem
+        label, i = base, 2
+        while label in labels:
+            label, i = f"{base}_{i}", i + 1
+        labels.append(label)
+    return labels
+
+
+@main.command()
+@click.argument("study", required=False, type=click.Choice(ANALYSIS_STUDIES))
+@click.option("--model", "model_paths", multiple=True, required=True, type=click.Path(),
+              help="A .keras model (or the run directory holding model.keras); repeat to "
+                   "compare models, e.g. vanilla and PAT.")
+@click.option("--attack", default="pgd_linf", help="Attack making the adversarial examples.")
+@click.option("--eps", type=click.FloatRange(min=0), default=None,
+              help="Attack radius in [0, 1] image units, also of the suppression study's "
+                   "L-inf attacks (default: the attack's own; 2/255 for suppression).")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Attack iterations, also of the suppression study's PGD (default: the "
+                   "attack's own; 10 for suppression).")
+@click.option("--layers", callback=_comma_list(str), default=None,
+              help="Comma-separated layer names (default: every conv and ReLU layer).")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, help="Examples analysed.")
+@click.option("--dataset", default="fashion_mnist", help="Dataset name (see `datasets`).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of the dataset's local files.")
+@click.option("--split", default="test", help="Split analysed (the paper uses held-out data).")
+@click.option("--k", "k", default="0.1", callback=_parse_k,
+              help="Sensitive neurons per layer: a fraction (0.1) or a count (7).")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/analysis",
+              help="Output directory for sensitivity.json, study JSON and PNG figures.")
+@click.option("--adv", "adv_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Reuse adversarial examples: an .npz with x, x_adv, y; one for all models "
+                   "or one per --model. Replaces the dataset.")
+@click.option("--eps-values", callback=_comma_list(float), default=None,
+              help="eps-sweep: comma-separated radii (default 1/255 .. 8/255).")
+@click.option("--classes", callback=_comma_list(int), default=None,
+              help="targeted: target classes (default: all).")
+@click.option("--top", type=click.IntRange(min=1), default=20,
+              help="targeted: length of the sensitive and voted important sequences.")
+@click.option("--penultimate", default="fc1_relu", help="targeted: the layer feeding the logits.")
+@click.option("--suppress-layer", default=None,
+              help="suppression: the layer to suppress (default: the last of --layers).")
+@click.option("--betas", callback=_comma_list(float), default=None,
+              help="suppression: comma-separated beta values (default 1.0, 0.95, .., 0.5).")
+@click.option("--repeats", type=click.IntRange(min=1), default=3,
+              help="suppression: random channel draws averaged.")
+@click.option("--l2-eps", type=click.FloatRange(min=0), default=80 / 255,
+              help="suppression: radius of L2 PGD.")
+@click.option("--severity", type=click.IntRange(1, 5), default=1,
+              help="suppression: Gaussian-noise severity.")
+@click.option("--seed", type=int, default=0, help="Seed of the attacks and random draws.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, help="Batch size.")
+def analyze(study, model_paths, attack, eps, steps, layers, limit, dataset, data_dir, split, k,
+            out, adv_paths, eps_values, classes, top, penultimate, suppress_layer, betas, repeats,
+            l2_eps, severity, seed, batch_size):
+    """Neuron-sensitivity analysis (paper section IV): write sensitivity.json and figures.
+
+    STUDY is one of profile, ratio, eps-sweep, targeted, suppression (default:
+    profile and ratio). Adversarial examples are made with --attack against each
+    model (and saved as adv_<model>.npz) unless --adv gives them.
+    """
+    from keras_sns import data, studies
+    from keras_sns import models as model_registry
+
+    labels = _model_labels(model_paths)
+    try:
+        models = {label: model_registry.load(path) for label, path in zip(labels, model_paths)}
+        config = studies.AnalysisConfig(
+            attack=studies.attack_spec(attack, eps=eps, steps=steps, seed=seed),
+            layers=layers, k=k, studies=(study,) if study else ("profile", "ratio"),
+            classes=classes, top=top, penultimate=penultimate, suppress_layer=suppress_layer,
+            repeats=repeats, seed=seed, batch_size=batch_size,
+            suppression_attacks=studies.default_suppression_attacks(
+                eps=2 / 255 if eps is None else eps, l2_eps=l2_eps, steps=steps or 10,
+                severity=severity, seed=seed),
+            **({"sweep_values": eps_values} if eps_values else {}),
+            **({"betas": betas} if betas else {}))
+        if adv_paths:
+            x, y, adversarial = studies.load_adversarial_sets(adv_paths, models, limit=limit)
+            source = {"adv": list(adv_paths)}
+        else:
+            x, y, _ = data.load_arrays(dataset, split, limit=limit, data_dir=data_dir)
+            adversarial, source = None, {"dataset": dataset, "split": split}
+        written = studies.run_analysis(
+            models, x, y, config, out, adversarial=adversarial,
+            metadata={"model_paths": dict(zip(labels, model_paths)), **source})
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"Analysed {len(x)} examples with {len(models)} model(s): {', '.join(labels)}")
+    for path in written:
+        click.echo(f"  {path}")

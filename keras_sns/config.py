@@ -16,8 +16,42 @@ class Method(str, enum.Enum):
     SNS = "sns"
 
 
-#: Methods that :func:`keras_sns.experiment.run_training` can run today.
-AVAILABLE_METHODS = (Method.VANILLA,)
+#: Strategies of ``tf.distribute`` that ``cli.py train --strategy`` can use.
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+#: Default L-inf radius per dataset, in [0, 1] image units (the paper's eps=8 is 8/255).
+DEFAULT_EPS = {"fashion_mnist": 0.1, "mnist": 0.3}
+DEFAULT_EPS_OTHER = 8 / 255
+
+
+def default_eps(dataset: str) -> float:
+    """The training/evaluation radius for a dataset: 0.1 for Fashion-MNIST, else 8/255."""
+    return DEFAULT_EPS.get(dataset, DEFAULT_EPS_OTHER)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named SNS recipe: which layers, how strong, what to freeze."""
+
+    name: str
+    layers: str
+    lam: float
+    k: float
+    freeze_below: bool
+    description: str
+
+
+#: Named SNS recipes. ``fmnist`` is the default (chosen on a validation split, see
+#: docs/hyperparameters.md); ``paper-vgg16`` and ``paper-resnet18`` are the paper's.
+PRESETS = {
+    "fmnist": Preset("fmnist", "conv3,conv4", 0.5, 0.1, False,
+                     "small_cnn on Fashion-MNIST: conv3-conv4, lam 0.5, all layers trainable"),
+    "paper-vgg16": Preset("paper-vgg16", "conv8..conv13", 5.0, 0.1, True,
+                          "paper, VGG-16 on CIFAR-10: conv8..conv13, lam 5.0, lower layers frozen"),
+    "paper-resnet18": Preset("paper-resnet18", "l3b2c1..l4b2c2", 6.0, 0.1, True,
+                             "paper, ResNet-18 on ImageNet: l3b2c1..l4b2c2, lam 6.0, lower layers frozen"),
+}
+DEFAULT_PRESET = "fmnist"
 
 
 @dataclass(frozen=True)
@@ -28,14 +62,27 @@ class TrainConfig:
         method: One of :class:`Method` (``"vanilla"``, ``"pat"``, ``"alp"``, ``"sns"``).
         dataset: Dataset name for :func:`keras_sns.data.load_dataset`.
         model: Registered model name for :func:`keras_sns.models.build`.
-        epochs: Number of epochs.
-        batch_size: Batch size.
+        epochs: Training epochs (for pat/alp/sns: fine-tuning epochs).
+        batch_size: Global batch size.
         learning_rate: Adam learning rate.
-        seed: Seed of weights initialisation and shuffling.
+        seed: Seed of initialisation, shuffling, attacks and random masks.
         limit: Train on the first ``limit`` examples of the fit split (None: all).
-        eval_limit: Evaluate on the first ``eval_limit`` validation/test examples.
+        eval_limit: Validate and test on the first ``eval_limit`` examples.
         out: Output directory.
         data_dir: Folder of local data files (None: the default location).
+        init: A trained model to fine-tune (pat/alp/sns); None trains a vanilla model first.
+        vanilla_epochs: Epochs of that vanilla model.
+        selection: SNS mask selection: sen, dyn, ema, all or rand.
+        layers: SNS layers, names or ranges ("conv8..conv13"); None: the preset's.
+        lam: Weight of the ALP/SNS term; None: the preset's (SNS) or 0.5 (ALP).
+        k: Sensitive channels per layer (count or fraction); None: the preset's.
+        freeze_below: Freeze the layers below the first SNS layer; None: the preset's.
+        preset: Named SNS recipe (see :data:`PRESETS`).
+        attack: Training attack name (white-box).
+        eps: Attack radius; None: 0.1 for Fashion-MNIST, 8/255 otherwise.
+        steps: Attack steps for training (the paper's 10).
+        eval_steps: PGD steps for the final evaluation (20).
+        strategy: ``default``, ``mirrored`` or ``multiworker`` (tf.distribute).
     """
 
     method: str = Method.VANILLA.value
@@ -49,12 +96,25 @@ class TrainConfig:
     eval_limit: int | None = None
     out: str = "runs/vanilla"
     data_dir: str | None = None
+    init: str | None = None
+    vanilla_epochs: int = 5
+    selection: str = "sen"
+    layers: str | None = None
+    lam: float | None = None
+    k: float | None = None
+    freeze_below: bool | None = None
+    preset: str = DEFAULT_PRESET
+    attack: str = "pgd_linf"
+    eps: float | None = None
+    steps: int = 10
+    eval_steps: int = 20
+    strategy: str = "default"
 
     def __post_init__(self):
         valid = [m.value for m in Method]
         if self.method not in valid:
             raise ValueError(f"Expected method in {valid}. Received: method={self.method!r}")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "vanilla_epochs", "steps", "eval_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Expected {name} >= 1. Received: {name}={value!r}")
@@ -66,6 +126,29 @@ class TrainConfig:
             raise ValueError(
                 f"Expected learning_rate > 0. Received: learning_rate={self.learning_rate!r}"
             )
+        if self.preset not in PRESETS:
+            raise ValueError(f"Expected preset in {sorted(PRESETS)}. Received: preset={self.preset!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"Expected strategy in {list(STRATEGIES)}. Received: strategy={self.strategy!r}")
+        if self.eps is not None and not 0 <= self.eps <= 1:
+            raise ValueError(f"Expected 0 <= eps <= 1. Received: eps={self.eps}")
+        if self.lam is not None and self.lam < 0:
+            raise ValueError(f"Expected lam >= 0. Received: lam={self.lam}")
+
+    @property
+    def resolved_eps(self) -> float:
+        """The attack radius actually used."""
+        return default_eps(self.dataset) if self.eps is None else float(self.eps)
+
+    def resolved_sns(self) -> dict:
+        """layers, lam, k and freeze_below after filling unset ones from the preset."""
+        p = PRESETS[self.preset]
+        return {
+            "layers": self.layers or p.layers,
+            "lam": p.lam if self.lam is None else float(self.lam),
+            "k": p.k if self.k is None else self.k,
+            "freeze_below": p.freeze_below if self.freeze_below is None else bool(self.freeze_below),
+        }
 
     def to_dict(self) -> dict:
         """The settings as a JSON-ready dict."""

@@ -65,12 +65,33 @@ def test_refuses_to_overwrite_a_trained_model(trained_run):
     assert (out / "model.keras").stat().st_mtime_ns == before
 
 
-@pytest.mark.parametrize("method", ["pat", "alp", "sns"])
-def test_robust_methods_say_they_are_not_available_yet(method, tmp_path):
-    result = CliRunner().invoke(main, ["train", "--method", method, "--out", str(tmp_path / "x")])
-    assert result.exit_code == 1
-    assert f"Training method '{method}' is not available yet" in result.output
-    assert not (tmp_path / "x").exists()
+def test_sns_pipeline_trains_vanilla_then_fine_tunes(tmp_path):
+    out = tmp_path / "sns"
+    result = CliRunner().invoke(main, [
+        "train", "--method", "sns", "--layers", "conv3,conv4", "--lam", "0.5", "--k", "0.25",
+        "--epochs", "1", "--vanilla-epochs", "1", "--limit", "256", "--eval-limit", "64",
+        "--batch-size", "64", "--steps", "2", "--eval-steps", "3", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    for name in ("model.keras", "robust_model.keras", "masks.json", "evaluation.json",
+                 "vanilla/model.keras", "vanilla/evaluation.json"):
+        assert (out / name).is_file(), name
+    masks = json.loads((out / "masks.json").read_text())
+    # k=0.25 of 64 channels: 16 sensitive channels per layer, all distinct and in range.
+    assert {n: len(set(v)) for n, v in masks.items()} == {"conv3": 16, "conv4": 16}
+    assert all(0 <= c < 64 for v in masks.values() for c in v)
+    robust = keras.models.load_model(out / "robust_model.keras")
+    assert robust.sensitive_indices() == masks and robust.lam == 0.5
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["eps"] == 0.1 and evaluation["num_examples"] == 64
+    assert evaluation["pgd3"] <= evaluation["fgsm"] + 0.05 and evaluation["fgsm"] <= evaluation["clean"]
+    # The printed table has the vanilla stage and this run, with the same numbers.
+    assert "| vanilla |" in result.output
+    assert f"{100 * evaluation['pgd3']:.2f} %" in result.output
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert {"sns_loss", "clean_acc", "adv_acc", "val_adv_acc"} <= set(rows[0])
+    config = json.loads((out / "config.json").read_text())
+    assert config["sns"] == {"layers": "conv3,conv4", "lam": 0.5, "k": 0.25, "freeze_below": False}
 
 
 @pytest.mark.parametrize(
@@ -81,6 +102,10 @@ def test_robust_methods_say_they_are_not_available_yet(method, tmp_path):
         (["--lr", "0"], "0.0 is not in the range x>0"),
         (["--dataset", "nope_ds"], "Unknown dataset 'nope_ds'"),
         (["--model", "vgg99"], "Unknown model 'vgg99'"),
+        (["--method", "sns", "--layers", "conv9"], "Unknown layer 'conv9'. Valid names: conv1"),
+        (["--method", "sns", "--k", "2.5"], "expected a fraction in (0, 1] or a whole count"),
+        (["--method", "pat", "--init", "missing.keras"], "No model file at missing.keras"),
+        (["--strategy", "multiworker"], "needs the TF_CONFIG environment variable"),
     ],
 )
 def test_invalid_options_get_clear_messages(args, message, tmp_path):

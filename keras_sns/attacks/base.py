@@ -106,10 +106,12 @@ class Attack:
     def perturb(self, model, x: tf.Tensor, y: tf.Tensor, target: tf.Tensor | None = None) -> tf.Tensor:
         """The attack as TensorFlow ops, for use inside a compiled step (a train_step).
 
-        No validation and no compilation of its own: ``x`` must already be a float32
-        tensor of images in [0, 1] and ``y`` int32 labels. Use ``__call__`` elsewhere.
+        No validation: ``x`` must already be a float32 tensor of images in [0, 1] and
+        ``y`` int32 labels. Use ``__call__`` elsewhere. It goes through the same
+        compiled function as ``__call__`` so that AutoGraph converts the attack's loop
+        even when the caller's graph was traced without AutoGraph.
         """
-        return self._attack(model, x, y, target)
+        return self._compiled(model)(x, y, target)
 
     def _compiled(self, model):
         """The compiled attack for ``model`` and the current hyperparameters.

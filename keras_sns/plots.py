@@ -1,0 +1,193 @@
+"""Figures of the studies of :mod:`keras_sns.studies`, in the style of the paper.
+
+Every function takes the JSON-ready dict a study returns and a path, draws a PNG and
+returns the path. Figures are built with :class:`matplotlib.figure.Figure` and
+saved through the Agg canvas directly, so nothing touches pyplot's global state
+or needs a display.
+
+Example:
+    >>> data = studies.ratio_profile(results)
+    >>> plots.plot_ratio(data, "runs/analysis/ratio.png")
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ["PLOTTERS", "plot_eps_sweep", "plot_profile", "plot_ratio", "plot_suppression",
+           "plot_targeted"]
+
+_CUT_STYLE = {"color": "gray", "linestyle": ":", "linewidth": 1.5}
+_DPI = 120
+
+
+def _grid(n: int, *, ncols: int = 4, size: tuple[float, float] = (3.6, 2.8)):
+    """A figure with ``n`` panels on a grid; unused panels are hidden."""
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, list(axes[:n])
+
+
+def _caption(i: int, text: str) -> str:
+    """``(a) conv1``-style panel titles, as the paper's subfigures."""
+    letters = string.ascii_lowercase
+    tag = letters[i] if i < len(letters) else str(i + 1)
+    return f"({tag}) {text}"
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=_DPI)
+    return path
+
+
+def plot_profile(data: Mapping[str, Any], path: str | Path) -> Path:
+    """Neuron sensitivity of each layer's channels, sorted (Fig. 10-12).
+
+    One panel per layer, one curve per model; channels left of the dotted gray line
+    are the sensitive neurons (the top-k cut).
+    """
+    layers = list(data["layers"])
+    fig, axes = _grid(len(layers))
+    for i, (ax, layer) in enumerate(zip(axes, layers)):
+        cut = None
+        for model, entry in data["layers"][layer].items():
+            sigma = entry["sigma_sorted"]
+            ax.plot(range(1, len(sigma) + 1), sigma, label=model,
+                    marker="o" if len(sigma) <= 64 else None, markersize=2.5, linewidth=1.2)
+            cut = entry["num_sensitive"]
+        if cut is not None:
+            ax.axvline(cut + 0.5, **_CUT_STYLE)
+        ax.set_title(_caption(i, layer))
+        ax.set_xlabel("neurons, by decreasing sensitivity")
+        ax.set_ylabel("neuron sensitivity")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(f"Neuron sensitivity (top-k = {data['k']} left of the dotted line)")
+    return _save(fig, path)
+
+
+def _ratio_lines(ax, x: Sequence, models: Mapping[str, Mapping[str, Sequence[float]]]) -> None:
+    """Solid: mean over the sensitive neurons; dashed: over all channels."""
+    for j, (model, entry) in enumerate(models.items()):
+        color = f"C{j}"
+        ax.plot(x, entry["mean_ratio_sensitive"], color=color, marker="o", markersize=3,
+                label=f"{model} (sensitive)")
+        ax.plot(x, entry["mean_ratio"], color=color, linestyle="--", marker=".",
+                label=f"{model} (all)")
+
+
+def plot_ratio(data: Mapping[str, Any], path: str | Path) -> Path:
+    """Layer-wise mean sensitivity ratio (Fig. 13), one curve per model."""
+    layers = data["layers"]
+    fig, (ax,) = _grid(1, size=(max(5.0, 0.55 * len(layers) + 2.0), 3.6))
+    _ratio_lines(ax, range(len(layers)), data["models"])
+    ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("mean sensitivity ratio")
+    ax.set_title(f"Sensitivity ratio by layer (sensitive: top-k = {data['k']})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_eps_sweep(data: Mapping[str, Any], path: str | Path) -> Path:
+    """Mean sensitivity ratio against the attack strength, one panel per layer (Fig. 14)."""
+    layers, values = data["layers"], data["values"]
+    fig, axes = _grid(len(layers))
+    for i, (ax, layer) in enumerate(zip(axes, layers)):
+        per_layer = {model: {key: rows[key][layer] for key in ("mean_ratio",
+                                                               "mean_ratio_sensitive")}
+                     for model, rows in data["models"].items()}
+        _ratio_lines(ax, values, per_layer)
+        ax.set_title(_caption(i, layer))
+        ax.set_xlabel(data["param"])
+        ax.set_ylabel("mean sensitivity ratio")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.suptitle(f"Sensitivity ratio against {data['param']} ({data['attack']['name']})")
+    return _save(fig, path)
+
+
+def plot_targeted(data: Mapping[str, Any], path: str | Path) -> Path:
+    """Per model: Spearman and Levenshtein similarity of Omega_{L-1}^y and Gamma^y per
+    target class (Fig. 2-3), and the agreement of Omega_l^y across classes per layer
+    (average pair Levenshtein, total Jaccard; Fig. 8)."""
+    models = data["models"]
+    fig, axes = _grid(2 * len(models), ncols=2, size=(5.2, 3.4))
+    for j, (model, study) in enumerate(models.items()):
+        bars, lines = axes[2 * j], axes[2 * j + 1]
+        done = {c: e for c, e in study["classes"].items() if e["num_success"]}
+        xs = range(len(done))
+        bars.bar([i - 0.2 for i in xs], [e["spearman"] for e in done.values()], width=0.4,
+                 label="Spearman $r_s$")
+        bars.bar([i + 0.2 for i in xs], [e["levenshtein_similarity"] for e in done.values()],
+                 width=0.4, label="Levenshtein similarity")
+        bars.axhline(0.0, color="black", linewidth=0.8)
+        bars.set_xticks(list(xs), list(done))
+        bars.set_xlabel("target class")
+        bars.set_ylim(-1.0, 1.0)
+        bars.set_title(_caption(2 * j, f"{model}: {study['penultimate']} vs. importance"))
+        bars.legend(fontsize="small")
+        bars.grid(alpha=0.3, axis="y")
+        names = [n for n, s in study["layers"].items() if s is not None]
+        for key, label in (("avg_pair_levenshtein", "avg. pair Levenshtein"),
+                           ("total_jaccard", "total Jaccard")):
+            lines.plot(range(len(names)), [study["layers"][n][key] for n in names],
+                       marker="o", label=label)
+        lines.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        lines.set_ylim(0.0, 1.05)
+        lines.set_title(_caption(2 * j + 1, f"{model}: sensitive neurons across classes"))
+        lines.legend(fontsize="small")
+        lines.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_suppression(data: Mapping[str, Any], path: str | Path) -> Path:
+    """Accuracy against beta when sensitive (model A) or random (model B) channels are
+    suppressed (Fig. 9): one panel per perturbation and model, clean accuracy dashed."""
+    models = data["models"]
+    first = next(iter(models.values()))
+    attacks = [m for m in first["metrics"] if m != "clean"] or ["clean"]
+    fig, axes = _grid(len(attacks) * len(models), ncols=len(attacks))
+    for j, (model, study) in enumerate(models.items()):
+        betas, res = study["betas"], study["results"]
+        for i, attack in enumerate(attacks):
+            ax = axes[j * len(attacks) + i]
+            for group, name, color in (("sensitive", "A: sensitive", "C3"),
+                                       ("random", "B: random", "C0")):
+                ax.plot(betas, res[group][attack], color=color, marker="o", markersize=3,
+                        label=f"{name}, {attack}")
+                ax.plot(betas, res[group]["clean"], color=color, linestyle="--",
+                        label=f"{name}, clean")
+            ax.set_xlim(max(betas) + 0.02, min(betas) - 0.02)  # beta decreasing to the right
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel(r"$\beta$")
+            ax.set_ylabel("accuracy")
+            ax.set_title(_caption(j * len(attacks) + i, f"{model} {study['layer']}: {attack}"))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="x-small")
+    return _save(fig, path)
+
+
+#: Study name -> plotting function, as used by :func:`keras_sns.studies.run_analysis`.
+PLOTTERS: dict[str, Callable[[Mapping[str, Any], str | Path], Path]] = {
+    "profile": plot_profile,
+    "ratio": plot_ratio,
+    "eps-sweep": plot_eps_sweep,
+    "targeted": plot_targeted,
+    "suppression": plot_suppression,
+}

@@ -1,0 +1,337 @@
+"""Tests for the studies of section IV (keras_sns.studies) and their figures (keras_sns.plots)."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import matplotlib.image
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_sns import models, plots
+from keras_sns.analysis import (
+    avg_pair_levenshtein,
+    importance,
+    important_neurons,
+    levenshtein_similarity,
+    spearman,
+    total_jaccard,
+    vote,
+)
+from keras_sns.data import load_arrays
+from keras_sns.sensitivity import measure_sensitivity, probe, sensitive_neurons
+from keras_sns.studies import (
+    AttackSpec,
+    ChannelScale,
+    attack_spec,
+    check_layers,
+    default_suppression_attacks,
+    eps_sweep,
+    load_adversarial_npz,
+    ratio_profile,
+    sensitivity_profile,
+    suppress_channels,
+    suppression_study,
+    targeted_study,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png_drawn(path):
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    pixels = matplotlib.image.imread(path)[..., :3]
+    # Something besides the white background was drawn: curves, bars, text.
+    assert (pixels < 0.9).any(axis=-1).mean() > 0.01
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """small_cnn after one epoch on 1000 Fashion-MNIST images, and 60 test images."""
+    keras.utils.set_random_seed(0)
+    x, y, _ = load_arrays("fashion_mnist", "train", limit=1000)
+    model = models.build("small_cnn")
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=1, batch_size=50, verbose=0)
+    xt, yt, _ = load_arrays("fashion_mnist", "test", limit=60)
+    return model, xt, yt
+
+
+# ------------------------------------------------------------------ the wrapper
+
+
+def test_channel_scale_by_hand():
+    out = ChannelScale([0, 2], 0.5)(np.ones((2, 3), "float32"))
+    np.testing.assert_array_equal(out, [[0.5, 1.0, 0.5]] * 2)
+
+
+def test_beta_one_reproduces_the_logits_exactly(trained):
+    model, x, _ = trained
+    wrapper = suppress_channels(model, "relu2", [3, 5, 30], beta=1.0)
+    np.testing.assert_array_equal(wrapper(x, training=False), model(x, training=False))
+    np.testing.assert_array_equal(wrapper.predict(x, verbose=0), model.predict(x, verbose=0))
+    # The wrapper is a copy: same weights in new layers, plus the scaler.
+    assert wrapper.get_layer("conv1") is not model.get_layer("conv1")
+    assert {layer.name for layer in wrapper.layers} - {layer.name for layer in model.layers} \
+        == {"relu2_suppress"}
+
+
+def test_beta_zero_on_every_channel_zeroes_the_layer(trained):
+    model, x, _ = trained
+    wrapper = suppress_channels(model, "relu1", range(32), beta=0.0)
+    outs = probe(wrapper, ["relu1", "relu1_suppress"])(x[:8])
+    assert np.abs(outs["relu1"]).sum() > 0
+    np.testing.assert_array_equal(outs["relu1_suppress"], np.zeros((8, 28, 28, 32)))
+    # Nothing of the input gets past relu1, so every image gets the same logits.
+    logits = np.asarray(outs["logits"])
+    np.testing.assert_allclose(logits, np.broadcast_to(logits[0], logits.shape), atol=1e-6)
+
+
+def test_set_suppression_scales_only_the_chosen_channels(trained):
+    model, x, _ = trained
+    wrapper = suppress_channels(model, "relu4", [1], beta=1.0)
+    scaler = wrapper.get_layer("relu4_suppress")
+    scaler.set_suppression([2, 9], 0.25)
+    outs = probe(wrapper, ["relu4", "relu4_suppress"])(x[:4])
+    expected = np.asarray(outs["relu4"]).copy()
+    expected[..., [2, 9]] *= 0.25
+    np.testing.assert_allclose(outs["relu4_suppress"], expected, rtol=1e-6)
+    assert scaler.get_config()["channels"] == [2, 9] and scaler.get_config()["beta"] == 0.25
+    with pytest.raises(ValueError, match=r"channel indices in \[0, 64\)"):
+        scaler.set_suppression([64], 0.5)
+    with pytest.raises(ValueError, match="distinct non-negative"):
+        scaler.set_suppression([-1], 0.5)
+    with pytest.raises(ValueError, match="beta=nan"):
+        scaler.set_suppression([1], float("nan"))
+    with pytest.raises(ValueError, match="Unknown layer 'relu9'. Valid names: conv1, relu1"):
+        suppress_channels(model, "relu9", [0])
+
+
+def test_wrapper_save_load_round_trip(trained, tmp_path):
+    model, x, _ = trained
+    wrapper = suppress_channels(model, "conv3", [0, 7, 11], beta=0.6)
+    wrapper.save(tmp_path / "wrapper.keras")
+    loaded = keras.models.load_model(tmp_path / "wrapper.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), wrapper.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    assert loaded.get_layer("conv3_suppress").get_config()["channels"] == [0, 7, 11]
+    assert not np.allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+# ------------------------------------------------------------- suppression study
+
+
+@pytest.fixture(scope="module")
+def suppression(trained):
+    model, x, y = trained
+    x_adv = AttackSpec("fgsm", {"eps": 0.1}).build()(model, x, y).numpy()
+    sigma = measure_sensitivity(model, ["relu4"], x, x_adv).sigma["relu4"]
+    attacks = {"fgsm": AttackSpec("fgsm", {"eps": 0.05}),
+               "pgd_linf": AttackSpec("pgd_linf", {"eps": 0.05, "steps": 2, "seed": 1}),
+               "gaussian_noise": AttackSpec("gaussian_noise", {"severity": 5, "seed": 3})}
+    result = suppression_study(model, "relu4", sigma, x, y, attacks=attacks, betas=(1.0, 0.5),
+                               repeats=3, seed=0)
+    return sigma, result
+
+
+def test_suppression_draws_random_channels_outside_the_sensitive_ones(suppression):
+    sigma, result = suppression
+    sensitive = result["sensitive"]
+    assert sensitive == sensitive_neurons(sigma, 0.1).tolist() and len(sensitive) == 7
+    assert len(result["random"]) == 3
+    for channels in result["random"]:
+        assert len(channels) == 7 == len(set(channels))
+        assert not set(channels) & set(sensitive)
+    assert len({tuple(c) for c in result["random"]}) == 3
+
+
+def test_suppression_accuracies(trained, suppression):
+    model, x, y = trained
+    _, result = suppression
+    res = result["results"]
+    assert result["metrics"] == ["clean", "fgsm", "pgd_linf", "gaussian_noise"]
+    original = float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
+    # beta = 1 is the original model for A and B alike, under the same seeded attacks.
+    for metric in result["metrics"]:
+        assert res["sensitive"][metric][0] == pytest.approx(res["random"][metric][0], abs=1e-12)
+        for run in res["random_repeats"]:
+            assert run[metric][0] == res["sensitive"][metric][0]
+        assert all(0.0 <= v <= 1.0 for v in res["sensitive"][metric] + res["random"][metric])
+    assert res["sensitive"]["clean"][0] == pytest.approx(original)
+    # beta = 0.5 on the sensitive channels, recomputed with a fresh wrapper.
+    suppressed = suppress_channels(model, "relu4", result["sensitive"], beta=0.5)
+    acc = float(np.mean(np.argmax(suppressed.predict(x, verbose=0), -1) == y))
+    assert res["sensitive"]["clean"][1] == pytest.approx(acc)
+    b = np.mean([run["fgsm"][1] for run in res["random_repeats"]])
+    assert res["random"]["fgsm"][1] == pytest.approx(b)
+
+
+def test_suppression_figure(suppression, tmp_path):
+    _, result = suppression
+    assert_png_drawn(plots.plot_suppression({"models": {"vanilla": result}}, tmp_path / "s.png"))
+
+
+def test_default_suppression_attacks_follow_the_paper():
+    specs = default_suppression_attacks()
+    assert list(specs) == ["pgd_linf", "pgd_l2", "fgsm", "gaussian_noise"]
+    assert specs["pgd_linf"].params["eps"] == pytest.approx(2 / 255)
+    assert specs["pgd_l2"].params["eps"] == pytest.approx(80 / 255)
+    assert specs["pgd_linf"].params["steps"] == 10
+    assert attack_spec("fgsm", eps=0.1, steps=None, seed=0) == AttackSpec("fgsm", {"eps": 0.1})
+    with pytest.raises(ValueError, match="Bad hyperparameters .* 'fgsm'"):
+        AttackSpec("fgsm", {"steps": 3}).build()
+
+
+# --------------------------------------------------------------- profile and ratio
+
+
+def test_profile_and_ratio_of_two_models(trained, tmp_path):
+    model, x, y = trained
+    keras.utils.set_random_seed(5)
+    fresh = models.build("small_cnn")
+    layers = ["conv1", "relu3", "fc1_relu"]
+    results = {}
+    for label, m in {"trained": model, "fresh": fresh}.items():
+        x_adv = AttackSpec("fgsm", {"eps": 0.1}).build()(m, x, y).numpy()
+        results[label] = measure_sensitivity(m, layers, x, x_adv)
+    profile = sensitivity_profile(results, k=0.1)
+    for layer in layers:
+        for label, entry in profile["layers"][layer].items():
+            sigma = results[label].sigma[layer]
+            assert entry["num_sensitive"] == math.ceil(0.1 * sigma.size)
+            np.testing.assert_array_equal(entry["sigma_sorted"], sigma[entry["order"]])
+            assert np.all(np.diff(entry["sigma_sorted"]) <= 0)
+            n = entry["num_sensitive"]
+            assert entry["mean_sigma_sensitive"] >= entry["mean_sigma_others"]
+            assert entry["order"][:n] == sensitive_neurons(sigma, 0.1).tolist()
+    ratio = ratio_profile(results, k=0.1)
+    assert ratio["layers"] == layers
+    for label, res in results.items():
+        assert ratio["models"][label]["mean_ratio"] == [res.mean_ratio()[n] for n in layers]
+        sens = res.sensitive_neurons(0.1)
+        assert ratio["models"][label]["mean_ratio_sensitive"] == pytest.approx(
+            [res.ratio[n][sens[n]][res.ratio_defined[n][sens[n]]].mean() for n in layers])
+    assert_png_drawn(plots.plot_profile(profile, tmp_path / "profile.png"))
+    assert_png_drawn(plots.plot_ratio(ratio, tmp_path / "ratio.png"))
+
+
+def test_eps_sweep_of_a_linear_model_is_proportional_to_eps(tmp_path):
+    """FGSM moves x by eps * s with s = sign(grad) fixed, so a linear layer's deviation,
+    and its ratio, grow exactly like eps (no clipping: x in [0.3, 0.7], eps <= 0.2)."""
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(4, name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(hidden))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.3, 0.7, (40, 6)).astype("float32")
+    y = rng.integers(0, 3, 40)
+    values = [0.05, 0.1, 0.2]
+    sweep = eps_sweep({"linear": model}, ["hidden"], x, y, AttackSpec("fgsm"), values)
+    with tf.GradientTape() as tape:
+        xt = tf.constant(x)
+        tape.watch(xt)
+        loss = keras.losses.sparse_categorical_crossentropy(y, model(xt), from_logits=True)
+    s = np.sign(tape.gradient(loss, xt).numpy()).astype(np.float64)
+    w, b = (v.numpy().astype(np.float64) for v in model.get_layer("hidden").weights)
+    per_unit = np.abs(s @ w) / np.abs(x.astype(np.float64) @ w + b)  # ratio at eps = 1
+    rows = sweep["models"]["linear"]
+    expected = [eps * per_unit.mean(axis=0).mean() for eps in values]
+    np.testing.assert_allclose(rows["mean_ratio"]["hidden"], expected, rtol=1e-4)
+    np.testing.assert_allclose(rows["mean_sigma"]["hidden"],
+                               [eps * np.abs(s @ w).mean() for eps in values], rtol=1e-4)
+    assert np.all(np.diff(rows["mean_ratio"]["hidden"]) > 0)
+    assert_png_drawn(plots.plot_eps_sweep(sweep, tmp_path / "sweep.png"))
+
+
+# ----------------------------------------------------------------- targeted study
+
+
+@pytest.fixture(scope="module")
+def targeted(trained):
+    model, x, y = trained
+    attack = AttackSpec("pgd_linf", {"eps": 0.2, "steps": 5, "seed": 0})
+    return attack, targeted_study(model, x, y, ["conv1", "relu4"], attack, classes=[1, 3, 8])
+
+
+def test_targeted_study_matches_a_recomputation(trained, targeted):
+    model, x, y = trained
+    attack, result = targeted
+    assert result["top"] == 20 and result["penultimate"] == "fc1_relu"
+    kernel = model.get_layer("logits").kernel.numpy()
+    omegas = {"conv1": [], "relu4": [], "fc1_relu": []}
+    for t in (1, 3, 8):
+        entry = result["classes"][str(t)]
+        src = np.flatnonzero(y != t)
+        x_adv = attack.build()(model, x[src], y[src], np.full(src.size, t)).numpy()
+        hit = np.argmax(model(x_adv, training=False), -1) == t
+        assert entry["num_source"] == src.size and entry["num_success"] == hit.sum() > 0
+        res = measure_sensitivity(model, list(omegas), x[src][hit], x_adv[hit])
+        feats = probe(model, ["fc1_relu"])(x_adv[hit])["fc1_relu"].numpy()
+        phi = importance(feats, kernel, t)
+        gamma = vote(important_neurons(phi, 20), 20)
+        omega = sensitive_neurons(res.sigma["fc1_relu"], 20)
+        assert entry["gamma"] == gamma.tolist() and entry["omega_penultimate"] == omega.tolist()
+        assert entry["spearman"] == pytest.approx(spearman(res.sigma["fc1_relu"], phi.mean(0)))
+        clean_feats = probe(model, ["fc1_relu"])(x[src][hit])["fc1_relu"].numpy()
+        active = feats.any(axis=0) | clean_feats.any(axis=0)  # a unit on for some example
+        assert entry["num_inactive"] == (~active).sum()
+        assert entry["spearman_active"] == pytest.approx(
+            spearman(res.sigma["fc1_relu"][active], phi.mean(0)[active]))
+        assert entry["levenshtein_similarity"] == pytest.approx(levenshtein_similarity(omega, gamma))
+        assert -1.0 <= entry["spearman"] <= 1.0 and 0.0 <= entry["levenshtein_similarity"] <= 1.0
+        for layer in omegas:
+            omegas[layer].append(sensitive_neurons(res.sigma[layer], 0.1).tolist())
+            assert entry["sensitive"][layer] == omegas[layer][-1]
+    for layer, seqs in omegas.items():
+        stats = result["layers"][layer]
+        assert stats["avg_pair_levenshtein"] == pytest.approx(avg_pair_levenshtein(seqs))
+        assert stats["total_jaccard"] == pytest.approx(total_jaccard(seqs))
+        assert 0.0 <= stats["total_jaccard"] <= 1.0 and 0.0 <= stats["avg_pair_levenshtein"] <= 1.0
+    assert result["mean_spearman"] == pytest.approx(
+        np.mean([result["classes"][c]["spearman"] for c in ("1", "3", "8")]))
+
+
+def test_targeted_figure_and_bad_classes(trained, targeted, tmp_path):
+    model, x, y = trained
+    _, result = targeted
+    assert_png_drawn(plots.plot_targeted({"models": {"vanilla": result}}, tmp_path / "t.png"))
+    with pytest.raises(ValueError, match=r"classes in \[0, 10\)"):
+        targeted_study(model, x, y, ["conv1"], AttackSpec("pgd_linf"), classes=[10])
+
+
+# ------------------------------------------------------------------- bad input
+
+
+def test_check_layers_errors(trained):
+    model, _, _ = trained
+    keras.utils.set_random_seed(1)
+    narrow = models.build("small_cnn", filters=(8, 8, 16, 16))
+    short = models.build("small_cnn", filters=(32, 32))
+    with pytest.raises(ValueError, match="Unknown layer 'conv9'. Valid names for model 'a': "
+                                         "conv1, relu1, conv2"):
+        check_layers({"a": model}, ["conv9"])
+    with pytest.raises(ValueError, match=r"'conv3' is in model\(s\) \['a'\] but not in \['b'\]"):
+        check_layers({"a": model, "b": short}, ["conv1", "conv3"])
+    with pytest.raises(ValueError, match=r"'conv1' has different channel counts \{'a': 32, 'b': 8\}"):
+        check_layers({"a": model, "b": narrow}, ["conv1"])
+    with pytest.raises(ValueError, match=r"Layer 'conv1': Expected 1 <= k <= 32 .* k=40"):
+        check_layers({"a": model}, ["conv1", "fc1_relu"], k=40)
+    check_layers({"a": model, "b": short}, ["conv1", "fc1_relu"], k=32)
+
+
+def test_load_adversarial_npz_errors(trained, tmp_path):
+    model, x, y = trained
+    np.savez(tmp_path / "no_y.npz", x=x, x_adv=x)
+    with pytest.raises(ValueError, match=r"Expected arrays x, x_adv, y in .* \(missing \['y'\]\)"):
+        load_adversarial_npz(tmp_path / "no_y.npz", model)
+    np.savez(tmp_path / "wrong.npz", x=x[:, :14, :14], x_adv=x[:, :14, :14], y=y)
+    with pytest.raises(ValueError, match=r"Expected images of shape \(28, 28, 1\)"):
+        load_adversarial_npz(tmp_path / "wrong.npz", model)
+    np.savez(tmp_path / "short.npz", x=x, x_adv=x[:5], y=y)
+    with pytest.raises(ValueError, match="Expected x and x_adv of one shape"):
+        load_adversarial_npz(tmp_path / "short.npz", model)
+    np.savez(tmp_path / "ok.npz", x=x, x_adv=x, y=y, pred_adv=y)
+    xs, xa, ys = load_adversarial_npz(tmp_path / "ok.npz", model, limit=10)
+    assert xs.shape == xa.shape == (10, 28, 28, 1) and ys.tolist() == y[:10].tolist()
