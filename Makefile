@@ -1,11 +1,13 @@
-# `make run`: set up, train and evaluate the default model on Fashion-MNIST.
+# `make run`: set up, then the SNS pipeline on Fashion-MNIST (vanilla, sensitive-neuron
+# selection, SNS fine-tune, evaluation of both on the full test set).
 # `make test`: set up, then run the test suite.
 # Set-up (scripts/setup.sh) is idempotent: it reuses .venv unless pyproject.toml changed.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-RUN_DIR ?= runs/fashion_mnist_small_cnn
-EPOCHS ?= 5
+RUN_DIR ?= runs/fashion_mnist_sns
+EPOCHS ?= 2
+VANILLA_EPOCHS ?= 5
 PYTEST_ARGS ?=
 
 .PHONY: run test setup clean
@@ -13,14 +15,17 @@ PYTEST_ARGS ?=
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh
 
-# Retrain only when the code or the settings changed since the last run.
-$(RUN_DIR)/metrics.json: pyproject.toml cli.py $(wildcard keras_sns/*.py) Makefile
-	$(PY) cli.py train --method vanilla --epochs $(EPOCHS) --out $(RUN_DIR) --overwrite
+# Rerun only when the code or the settings changed since the last completed run; an
+# interrupted run resumes where it stopped (--overwrite replaces completed runs only).
+$(RUN_DIR)/metrics.json: pyproject.toml cli.py $(wildcard keras_sns/*.py keras_sns/*/*.py) Makefile
+	$(PY) cli.py train --method sns --epochs $(EPOCHS) --vanilla-epochs $(VANILLA_EPOCHS) \
+	    --precision mixed_bfloat16 --out $(RUN_DIR) --overwrite
+	$(PY) cli.py export --model $(RUN_DIR)/model.keras --name fmnist_sns --base-dir $(RUN_DIR)/exports \
+	    --label stable --eps 0.1
 
 run: setup
 	@$(MAKE) --no-print-directory $(RUN_DIR)/metrics.json
-	@echo "Results in $(RUN_DIR)/: model.keras, config.json, history.csv, metrics.json, logs/"
-	@cat $(RUN_DIR)/metrics.json
+	@$(PY) cli.py summary $(RUN_DIR)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

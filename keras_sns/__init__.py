@@ -17,7 +17,7 @@ __all__ = ["data", "models", "probe", "__version__"]
 __version__ = "0.1.0"
 
 _SUBMODULES = {"attacks", "analysis", "config", "data", "evaluation", "experiment",
-               "models", "sensitivity"}
+               "masks", "models", "sensitivity"}
 
 
 def __getattr__(name):

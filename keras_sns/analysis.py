@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from keras_sns.sensitivity import _resolve_k, _top_k_indices
+from keras_sns.sensitivity_formulas import _resolve_k, _top_k_indices
 
 __all__ = [
     "avg_pair_levenshtein",

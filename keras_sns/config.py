@@ -19,6 +19,9 @@ class Method(str, enum.Enum):
 #: Strategies of ``tf.distribute`` that ``cli.py train --strategy`` can use.
 STRATEGIES = ("default", "mirrored", "multiworker")
 
+#: Compute precisions of ``cli.py train --precision`` (Keras dtype policies).
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
 #: Default L-inf radius per dataset, in [0, 1] image units (the paper's eps=8 is 8/255).
 DEFAULT_EPS = {"fashion_mnist": 0.1, "mnist": 0.3}
 DEFAULT_EPS_OTHER = 8 / 255
@@ -83,6 +86,8 @@ class TrainConfig:
         steps: Attack steps for training (the paper's 10).
         eval_steps: PGD steps for the final evaluation (20).
         strategy: ``default``, ``mirrored`` or ``multiworker`` (tf.distribute).
+        precision: Keras dtype policy: ``float32``, ``mixed_bfloat16`` (fast on CPUs
+            with AVX512-BF16/AMX and on TPUs) or ``mixed_float16`` (GPUs).
     """
 
     method: str = Method.VANILLA.value
@@ -109,6 +114,7 @@ class TrainConfig:
     steps: int = 10
     eval_steps: int = 20
     strategy: str = "default"
+    precision: str = "float32"
 
     def __post_init__(self):
         valid = [m.value for m in Method]
@@ -130,6 +136,9 @@ class TrainConfig:
             raise ValueError(f"Expected preset in {sorted(PRESETS)}. Received: preset={self.preset!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"Expected strategy in {list(STRATEGIES)}. Received: strategy={self.strategy!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"Expected precision in {list(PRECISIONS)}. Received: "
+                             f"precision={self.precision!r}")
         if self.eps is not None and not 0 <= self.eps <= 1:
             raise ValueError(f"Expected 0 <= eps <= 1. Received: eps={self.eps}")
         if self.lam is not None and self.lam < 0:

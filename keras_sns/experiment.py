@@ -18,6 +18,7 @@ epoch when started again with the same output directory (Keras' ``BackupAndResto
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -79,6 +80,19 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name != "default":
         raise ValueError(f"Unknown strategy {name!r}. Expected default, mirrored or multiworker.")
     return tf.distribute.get_strategy()
+
+
+def _worker_role() -> tuple[bool, str]:
+    """(is_chief, tag) from TF_CONFIG: the chief (or worker 0 without a chief) writes
+    the run's artefacts; every other worker keeps its own backup and logs apart."""
+    try:
+        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    except json.JSONDecodeError:
+        raise ValueError("TF_CONFIG is not valid JSON (see docs/distributed.md).") from None
+    kind, index = task.get("type", "chief"), int(task.get("index", 0))
+    chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+    return chief, f"{kind}{index}"
 
 
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
@@ -161,6 +175,17 @@ def final_evaluation(model: keras.Model, config: TrainConfig, test_ds) -> dict:
     }
 
 
+@contextlib.contextmanager
+def _dtype_policy(name: str):
+    """Build and train under a Keras dtype policy, then restore the previous one."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def run_training(config: TrainConfig, *, overwrite: bool = False, verbose="auto") -> TrainResult:
     """Train a model as ``config`` says, evaluate it on the test split, save artefacts.
 
@@ -183,6 +208,11 @@ def run_training(config: TrainConfig, *, overwrite: bool = False, verbose="auto"
         >>> result = run_training(TrainConfig(method="sns", epochs=1, limit=512, out="runs/try"))
         >>> result.evaluation["pgd20"]  # doctest: +SKIP
     """
+    with _dtype_policy(config.precision):
+        return _run_training(config, overwrite=overwrite, verbose=verbose)
+
+
+def _run_training(config: TrainConfig, *, overwrite: bool, verbose) -> TrainResult:
     out = Path(config.out)
     _prepare_out_dir(out, overwrite)
     start = time.perf_counter()
@@ -222,15 +252,22 @@ def run_training(config: TrainConfig, *, overwrite: bool = False, verbose="auto"
     logger.info("Training %s (%s) on %s (%s examples) on %s", config.model, config.method,
                 config.dataset, info.num_examples, settings["runtime"]["devices"])
 
-    backup_dir = out / "backup"
+    chief, tag = _worker_role() if config.strategy == "multiworker" else (True, "")
+    side = out if chief else out / f"{tag}"  # non-chief workers: their own backup and logs
+    backup_dir = side / "backup"
     callbacks = [
         keras.callbacks.BackupAndRestore(str(backup_dir)),
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=backup_dir.exists()),
-        keras.callbacks.TensorBoard(log_dir=str(out / "logs")),
+        keras.callbacks.CSVLogger(str(side / "history.csv"), append=backup_dir.exists()),
+        keras.callbacks.TensorBoard(log_dir=str(side / "logs")),
     ]
+    side.mkdir(parents=True, exist_ok=True)
     history = model.fit(fit_ds, validation_data=val_ds, epochs=config.epochs,
                         callbacks=callbacks, verbose=verbose,
                         shuffle=False)  # the dataset shuffles itself, seeded
+    if not chief:
+        logger.info("Worker %s done; the chief writes the model and the evaluation.", tag)
+        return TrainResult(out, float("nan"), float("nan"),
+                           len(history.history.get("loss", [])), time.perf_counter() - start, {})
     test_loss, test_accuracy = _test_clean(base, test_ds)
     evaluation = final_evaluation(base, config, test_ds)
     if config.method != "vanilla":

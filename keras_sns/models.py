@@ -133,6 +133,10 @@ def load(path: str | os.PathLike) -> keras.Model:
             f"No model file at {p}. Expected a .keras file written by `cli.py train` "
             "(for example runs/fashion_mnist_small_cnn/model.keras) or its run directory."
         )
+    # Register this package's custom objects (RobustModel, ChannelScale) first.
+    import keras_sns.studies  # noqa: F401
+    import keras_sns.training  # noqa: F401
+
     try:
         return keras.models.load_model(p)
     except Exception as e:  # zip, h5, deserialisation errors: one clear message.
@@ -144,7 +148,8 @@ def _head(x, num_classes: int, fc_units: int):
     """fc1 -> fc1_relu (penultimate features) -> logits."""
     x = layers.Dense(fc_units, name="fc1")(x)
     x = layers.Activation("relu", name="fc1_relu")(x)
-    return layers.Dense(num_classes, name="logits")(x)
+    # Logits stay float32 under a mixed-precision policy (softmax and losses need the range).
+    return layers.Dense(num_classes, name="logits", dtype="float32")(x)
 
 
 @register(

@@ -35,22 +35,23 @@ Example:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_sns import attacks as attack_registry
 from keras_sns.config import Method
-from keras_sns.sensitivity import (
-    LOGITS_KEY,
-    measure_sensitivity,
-    probe,
-    probe_layer_names,
-    sensitive_neurons,
+# DEFAULT_ATTACK, resolve_layers and select_masks stay importable from keras_sns.training.
+from keras_sns.masks import (
+    DEFAULT_ATTACK,  # noqa: F401 (re-exported)
+    _build_attack,
+    _num_channels,
+    _top_k_mask,
+    resolve_layers,
+    select_masks,
 )
+from keras_sns.sensitivity import LOGITS_KEY, probe, sensitive_neurons
 
 __all__ = ["SELECTIONS", "RobustModel", "TrainingCollapsedError", "resolve_layers", "select_masks"]
 
@@ -58,79 +59,12 @@ logger = logging.getLogger(__name__)
 
 #: Mask-selection strategies of section V (sen, dyn, all, rand) plus ema.
 SELECTIONS = ("sen", "dyn", "ema", "all", "rand")
-#: The paper's training attack: PGD-L-inf, 10 steps of eps/sqrt(10), random start.
-DEFAULT_ATTACK = {"name": "pgd_linf", "eps": 8 / 255, "steps": 10}
 #: The paper's lambda per method (ALP: 0.5; SNS: 5.0 for VGG-16 on CIFAR-10).
 DEFAULT_LAM = {"vanilla": 0.0, "pat": 0.0, "alp": 0.5, "sns": 5.0}
 
 
 class TrainingCollapsedError(RuntimeError):
     """Clean accuracy fell to chance during training; the model is not saved as trained."""
-
-
-def resolve_layers(model: keras.Model, layers: str | Sequence[str]) -> list[str]:
-    """Expand layer names and ranges such as ``"conv8..conv13"`` into layer names.
-
-    A range keeps, in model order, the layers between its two ends (inclusive) whose
-    names have the ends' shape with other numbers: ``conv8..conv13`` gives
-    ``conv8, conv9, ..., conv13`` (not ``bn8`` or ``relu8``), ``l3b2c1..l4b2c2`` gives
-    the block convolutions but not the shortcut convolutions.
-
-    Args:
-        model: The functional model whose layers are named.
-        layers: A comma-separated string or a list of names and ranges.
-
-    Returns:
-        The layer names, de-duplicated, in model order.
-    """
-    if isinstance(layers, str):
-        layers = [part for part in layers.split(",")]
-    valid = probe_layer_names(model)
-    chosen: list[str] = []
-    for item in (part.strip() for part in layers):
-        if not item:
-            continue
-        if ".." in item:
-            start, _, stop = item.partition("..")
-            for end in (start, stop):
-                if end not in valid:
-                    raise ValueError(f"Unknown layer {end!r} in range {item!r}. Valid names: "
-                                     f"{', '.join(valid)}")
-            i, j = valid.index(start), valid.index(stop)
-            if i > j:
-                raise ValueError(f"Expected the range {item!r} to run forwards in the model "
-                                 f"({start!r} comes after {stop!r}).")
-            shape = re.sub(r"\d+", r"\\d+", re.escape(start))
-            chosen += [n for n in valid[i:j + 1] if re.fullmatch(shape, n)]
-        elif item not in valid:
-            raise ValueError(f"Unknown layer {item!r}. Valid names: {', '.join(valid)}")
-        else:
-            chosen.append(item)
-    if not chosen:
-        raise ValueError(f"Expected at least one layer. Received: layers={layers!r}")
-    return sorted(dict.fromkeys(chosen), key=valid.index)
-
-
-def _num_channels(model: keras.Model, name: str) -> int:
-    return int(model.get_layer(name).output.shape[-1])
-
-
-def _build_attack(attack) -> tuple[attack_registry.Attack, dict]:
-    if attack is None:
-        attack = dict(DEFAULT_ATTACK)
-    if isinstance(attack, attack_registry.Attack):
-        spec = {"name": attack.name, **attack.get_config()}
-    elif isinstance(attack, dict) and "name" in attack:
-        spec = dict(attack)
-    else:
-        raise ValueError("Expected attack to be None, an Attack, or a dict with a 'name' "
-                         f"and its parameters. Received: attack={attack!r}")
-    params = {k: v for k, v in spec.items() if k != "name"}
-    built = attack_registry.get(spec["name"], **params)
-    if built.black_box:
-        raise ValueError(f"Expected a white-box attack for adversarial training. Received: "
-                         f"{spec['name']!r}, a black-box attack")
-    return built, {"name": built.name, **built.get_config()}
 
 
 @keras.saving.register_keras_serializable(package="keras_sns")
@@ -445,49 +379,6 @@ class RobustModel(keras.Model):
         return cls(**config)
 
 
-def select_masks(
-    model: keras.Model,
-    x: np.ndarray,
-    layers: str | Sequence[str],
-    *,
-    k: int | float = 0.1,
-    attack=None,
-    y: np.ndarray | None = None,
-    batch_size: int = 256,
-) -> dict[str, np.ndarray]:
-    """Sensitive-channel masks (eq. 2) of ``model`` measured on adversarial examples.
-
-    Runs ``attack`` on ``x`` (labels ``y``, or the model's predictions), measures each
-    layer's neuron sensitivity (eq. 1) between clean and adversarial activations and
-    marks its top-k channels. This is the ``sen`` selection of the paper when ``model``
-    is the vanilla model and ``x`` comes from the training set.
-
-    Args:
-        model: A functional model with logits output (a ``RobustModel``'s base model).
-        x: Clean images in [0, 1].
-        layers: Layer names or ranges (see :func:`resolve_layers`).
-        k: Channels per layer, a count or a fraction.
-        attack: An ``Attack`` or ``{"name": ..., **params}`` (default: PGD-L-inf).
-        y: Labels of ``x`` (default: the model's predictions).
-        batch_size: Batch size of the attack and of the measurement.
-
-    Returns:
-        ``{layer: float32 0/1 vector over its channels}``.
-    """
-    if isinstance(model, RobustModel):
-        model = model.base_model
-    names = resolve_layers(model, layers)
-    atk, _ = _build_attack(attack)
-    x = np.asarray(x, np.float32)
-    x_adv = np.concatenate([
-        np.asarray(atk(model, x[i:i + batch_size], None if y is None else y[i:i + batch_size]))
-        for i in range(0, len(x), batch_size)
-    ])
-    result = measure_sensitivity(model, names, x, x_adv, batch_size=batch_size)
-    return {n: _top_k_mask(result.sigma[n], len(sensitive_neurons(result.sigma[n], k)))
-            for n in names}
-
-
 def _multi_worker(strategy) -> bool:
     """Whether ``strategy`` is a MultiWorkerMirroredStrategy spanning several workers.
 
@@ -496,9 +387,3 @@ def _multi_worker(strategy) -> bool:
     """
     return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
             and strategy.extended._in_multi_worker_mode())
-
-
-def _top_k_mask(sigma: np.ndarray, k: int) -> np.ndarray:
-    mask = np.zeros(sigma.shape, np.float32)
-    mask[sensitive_neurons(sigma, k)] = 1.0
-    return mask

@@ -1,0 +1,168 @@
+"""``keras-sns evaluate`` (robust accuracy) and ``keras-sns attack`` (save adversarial
+examples), with the options and helpers they share."""
+
+from __future__ import annotations
+
+import click
+
+from keras_sns.cli import main
+
+
+def _parse_params(pairs) -> dict[str, dict]:
+    """--param pgd_linf.step_size=0.01 -> {"pgd_linf": {"step_size": 0.01}}."""
+    import ast
+
+    out: dict[str, dict] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        attack, dot, name = key.partition(".")
+        if not sep or not dot or not attack or not name:
+            raise click.BadParameter(f"expected ATTACK.NAME=VALUE, got {pair!r}",
+                                     param_hint="--param")
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed = value
+        out.setdefault(attack, {})[name] = parsed
+    return out
+
+
+def _build_attacks(names, eps, steps, seed, params):
+    """Attacks by name; --eps/--steps/--seed go to the attacks that take them."""
+    import inspect
+
+    from keras_sns import attacks
+
+    built = []
+    for name in names:
+        cls = attacks.get_class(name)
+        accepted = inspect.signature(cls.__init__).parameters
+        kwargs = {k: v for k, v in (("eps", eps), ("steps", steps), ("seed", seed))
+                  if v is not None and k in accepted}
+        extra = params.get(name, {})
+        unknown = sorted(set(extra) - set(accepted) - {"self"})
+        if unknown:
+            valid = ", ".join(p for p in accepted if p != "self")
+            raise ValueError(f"Attack {name!r} has no parameter {', '.join(unknown)}. "
+                             f"Its parameters: {valid}")
+        kwargs.update(extra)
+        built.append(attacks.get(name, **kwargs))
+    return built
+
+
+def _eval_options(fn):
+    options = [
+        click.option("--model", "model_path", required=True, type=click.Path(),
+                     help="A .keras model (or the run directory holding model.keras)."),
+        click.option("--dataset", default="fashion_mnist", help="Dataset name."),
+        click.option("--split", default="test",
+                     help="Split to attack: test, validation, or a slice like test[:1000]."),
+        click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                     help="Folder of the dataset's local files."),
+        click.option("--eps", type=float, default=None,
+                     help="Perturbation radius for attacks that take one, in [0, 1] image "
+                          "units (Fashion-MNIST: 0.1; CIFAR: 8/255 = 0.0314). Default: each "
+                          "attack's own (the paper's)."),
+        click.option("--steps", type=click.IntRange(min=1), default=None,
+                     help="Iterations for iterative attacks. Default: each attack's own."),
+        click.option("--param", "params", multiple=True, metavar="ATTACK.NAME=VALUE",
+                     help="Any other attack hyperparameter, e.g. pgd_linf.step_size=0.01 "
+                          "(repeatable)."),
+        click.option("--seed", type=click.IntRange(min=0), default=0,
+                     help="Seed of the attacks' random streams."),
+        click.option("--limit", type=click.IntRange(min=1), default=None,
+                     help="Use the first N examples of the split."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=128,
+                     help="Batch size."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _load_model_and_data(model_path, dataset, split, data_dir, limit, batch_size):
+    from keras_sns import data, models
+
+    model = models.load(model_path)
+    ds, info = data.load_dataset(dataset, split, limit=limit, batch_size=batch_size,
+                                 shuffle=False, data_dir=data_dir)
+    if tuple(model.input_shape[1:]) != tuple(info.input_shape):
+        raise ValueError(
+            f"The model takes inputs of shape {tuple(model.input_shape[1:])} but {dataset!r} "
+            f"has images of shape {info.input_shape}: pick the dataset it was trained on."
+        )
+    return model, ds, info
+
+
+@main.command()
+@_eval_options
+@click.option("--attacks", "attack_names", default="fgsm,pgd_linf",
+              help="Comma-separated attacks, run in this order (see the list below).")
+@click.option("--no-cascade", is_flag=True,
+              help="Run every attack on every correct example instead of the worst-case "
+                   "cascade (where an example is robust only if it survives all attacks).")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/evaluation",
+              help="Output directory for evaluation.json and evaluation.md.")
+def evaluate(model_path, dataset, split, data_dir, eps, steps, params, seed, limit, batch_size,
+             attack_names, no_cascade, out):
+    """Robust accuracy of a model under a list of attacks (worst case per example).
+
+    Attacks: apgd_ce, apgd_dlr, cw_l2, fgsm, gaussian_noise, nattack, pgd_l2, pgd_linf,
+    spsa. Writes evaluation.json and evaluation.md into --out and prints the table.
+    Warnings flag results that are probably not what they seem (probability outputs,
+    vanishing gradients, a black-box attack beating the white-box ones).
+    """
+    import json
+    from pathlib import Path
+
+    from keras_sns.data import DatasetError
+    from keras_sns.evaluation import evaluate as run_evaluation
+
+    names = [n.strip() for n in attack_names.split(",") if n.strip()]
+    try:
+        unused = set(_parse_params(params)) - set(names)
+        if unused:
+            raise ValueError(f"--param names attack(s) {', '.join(sorted(unused))} that are "
+                             f"not in --attacks {','.join(names)}")
+        attack_list = _build_attacks(names, eps, steps, seed, _parse_params(params))
+        model, ds, _ = _load_model_and_data(model_path, dataset, split, data_dir, limit, batch_size)
+        result = run_evaluation(model, ds, attack_list, cascade=not no_cascade, limit=limit,
+                                progress=True)
+    except (ValueError, DatasetError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"model": str(model_path), "dataset": dataset, "split": split, **result.to_json()}
+    (out_dir / "evaluation.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out_dir / "evaluation.md").write_text(result.to_markdown())
+    click.echo(result.to_markdown())
+    click.echo(f"Results written to {out_dir}/ (evaluation.json, evaluation.md)")
+
+
+@main.command()
+@_eval_options
+@click.option("--attack", "attack_name", default="pgd_linf", help="The attack to run.")
+@click.option("--target", type=click.IntRange(min=0), default=None,
+              help="Target class for a targeted attack (default: untargeted).")
+@click.option("--save-adv", type=click.Path(dir_okay=False), required=True,
+              help="The .npz file to write: x, x_adv, y, pred_clean, pred_adv.")
+def attack(model_path, dataset, split, data_dir, eps, steps, params, seed, limit, batch_size,
+           attack_name, target, save_adv):
+    """Attack a dataset split and save the adversarial examples for later analysis."""
+    import numpy as np
+
+    from keras_sns.data import DatasetError
+    from keras_sns.evaluation import generate_adversarial
+
+    try:
+        (atk,) = _build_attacks([attack_name], eps, steps, seed, _parse_params(params))
+        model, ds, _ = _load_model_and_data(model_path, dataset, split, data_dir, limit, batch_size)
+        arrays = generate_adversarial(model, ds, atk, limit=limit, progress=True, target=target)
+    except (ValueError, DatasetError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    np.savez_compressed(save_adv, **arrays)
+    clean = float(np.mean(arrays["pred_clean"] == arrays["y"]))
+    adv = float(np.mean(arrays["pred_adv"] == arrays["y"]))
+    click.echo(f"{len(arrays['y'])} examples: clean accuracy {clean:.2%}, "
+               f"under {attack_name} {adv:.2%}")
+    click.echo(f"Saved x, x_adv, y, pred_clean, pred_adv to {save_adv}")
