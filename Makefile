@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_DIR ?= runs/fashion_mnist_sns
-EPOCHS ?= 2
+EPOCHS ?= 4
 VANILLA_EPOCHS ?= 5
 PYTEST_ARGS ?=
 

@@ -92,6 +92,28 @@ def test_sns_pipeline_trains_vanilla_then_fine_tunes(tmp_path):
     assert {"sns_loss", "clean_acc", "adv_acc", "val_adv_acc"} <= set(rows[0])
     config = json.loads((out / "config.json").read_text())
     assert config["sns"] == {"layers": "conv3,conv4", "lam": 0.5, "k": 0.25, "freeze_below": False}
+    summary = CliRunner().invoke(main, ["summary", str(out)])
+    assert summary.exit_code == 0 and f"{100 * evaluation['clean']:.2f} %" in summary.output
+    assert "| vanilla |" in summary.output
+
+
+def test_summary_of_an_unfinished_run(tmp_path):
+    result = CliRunner().invoke(main, ["summary", str(tmp_path)])
+    assert result.exit_code == 1 and "no evaluation.json" in result.output
+
+
+def test_mixed_bfloat16_run_keeps_float32_logits_and_restores_the_policy(tmp_path):
+    out = tmp_path / "bf16"
+    result = CliRunner().invoke(main, [
+        "train", "--epochs", "1", "--limit", "256", "--eval-limit", "64", "--batch-size", "64",
+        "--eval-steps", "2", "--precision", "mixed_bfloat16", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    model = keras.models.load_model(out / "model.keras")
+    assert model.get_layer("conv1").dtype_policy.name == "mixed_bfloat16"
+    assert model.get_layer("logits").dtype_policy.name == "float32"
+    assert model.output.dtype == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert json.loads((out / "config.json").read_text())["precision"] == "mixed_bfloat16"
 
 
 @pytest.mark.parametrize(
