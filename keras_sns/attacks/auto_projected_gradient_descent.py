@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+
 import tensorflow as tf
 
 from keras_sns.attacks.base import (
@@ -70,8 +72,9 @@ class _AutoProjectedGradientDescent(Attack):
         return {"eps": self.eps, "steps": self.steps, "rho": self.rho,
                 "momentum": self.momentum, "seed": self.seed}
 
+    @abc.abstractmethod
     def _loss(self, logits, y, target):
-        raise NotImplementedError
+        """Per-example loss to ascend: cross-entropy (APGD-CE) or DLR (APGD-DLR)."""
 
     def _attack(self, model, x, y, target):
         n = tf.shape(x)[0]

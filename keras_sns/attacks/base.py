@@ -9,6 +9,7 @@ numpy into tensors, and compiling ``_attack`` once per (model, hyperparameters) 
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 import numbers
@@ -23,7 +24,7 @@ __all__ = ["Attack"]
 logger = logging.getLogger(__name__)
 
 
-class Attack:
+class Attack(abc.ABC):
     """Base class of all attacks: ``attack(model, x, y=None, target=None) -> x_adv``.
 
     Inputs may be numpy arrays or tensors; ``x`` holds images in [0, 1] (any layout the
@@ -47,9 +48,9 @@ class Attack:
     #: Whether ``target=`` is accepted.
     supports_targeted: ClassVar[bool] = True
 
+    @abc.abstractmethod
     def get_config(self) -> dict[str, Any]:
         """Return the hyperparameters, such that ``type(self)(**config)`` rebuilds it."""
-        raise NotImplementedError
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Attack:
@@ -60,8 +61,9 @@ class Attack:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
+    @abc.abstractmethod
     def _attack(self, model, x: tf.Tensor, y: tf.Tensor, target: tf.Tensor | None):
-        raise NotImplementedError
+        """The attack in TensorFlow ops (``target`` is None for untargeted runs)."""
 
     def _check_num_classes(self, num_classes: int, targeted: bool) -> None:
         """Hook for attacks that need a minimum number of classes (e.g. DLR)."""

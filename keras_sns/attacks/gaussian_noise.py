@@ -77,5 +77,9 @@ class GaussianNoise(Attack):
             self._noise_severity = self.severity
         return self._noise_fn(x)
 
+    def _attack(self, model, x, y, target):
+        # The corruption ignores the model and the labels (used by perturb()).
+        return self._corrupt(x)
+
     def _corrupt(self, x: tf.Tensor) -> tf.Tensor:
         return clip_to_box(x + self._rng.normal(tf.shape(x), stddev=self.std))
