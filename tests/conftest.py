@@ -40,3 +40,25 @@ def tiny_trained_model(fmnist_small):
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=3, batch_size=64, verbose=0)
     return model
+
+
+@pytest.fixture(scope="session")
+def fmnist_train_1000():
+    """(x, y): the first 1000 Fashion-MNIST training images."""
+    from keras_sns.data import load_arrays
+
+    x, y, _ = load_arrays("fashion_mnist", "train", limit=1000)
+    return x, y
+
+
+@pytest.fixture(scope="session")
+def small_cnn_one_epoch(fmnist_train_1000):
+    """small_cnn after one epoch on 1000 Fashion-MNIST images (shared by export and serving)."""
+    from keras_sns import models
+
+    keras.utils.set_random_seed(0)
+    x, y = fmnist_train_1000
+    model = models.build("small_cnn")
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    return model

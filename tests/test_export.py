@@ -12,28 +12,21 @@ from click.testing import CliRunner
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from keras_sns import attacks, export, models, sensitivity
-from keras_sns.data import load_arrays
+from keras_sns import attacks, export, sensitivity
 
 SAVED_MODEL_CLI = Path(sys.executable).parent / "saved_model_cli"
 EPS, STEPS = 0.1, 3
 
 
 @pytest.fixture(scope="module")
-def data():
-    x, y, _ = load_arrays("fashion_mnist", "train", limit=1000)
-    return x, y
+def data(fmnist_train_1000):
+    return fmnist_train_1000
 
 
 @pytest.fixture(scope="module")
-def trained(data):
-    """small_cnn after one epoch on 1000 Fashion-MNIST images."""
-    keras.utils.set_random_seed(0)
-    x, y = data
-    model = models.build("small_cnn")
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
-    return model
+def trained(small_cnn_one_epoch):
+    """small_cnn after one epoch on 1000 Fashion-MNIST images (tests/conftest.py)."""
+    return small_cnn_one_epoch
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,12 @@ import threading
 import time
 
 import httpx
-import keras
 import numpy as np
 import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from keras_sns import attacks, export, models, sensitivity
-from keras_sns.data import load_arrays
+from keras_sns import attacks, export, sensitivity
 from serving import ServiceSettings, create_app, run
 from serving.config import DEFAULT_HOST
 
@@ -32,19 +30,14 @@ SETTINGS = ServiceSettings(
 
 
 @pytest.fixture(scope="module")
-def data():
-    x, y, _ = load_arrays("fashion_mnist", "train", limit=1000)
-    return x, y
+def data(fmnist_train_1000):
+    return fmnist_train_1000
 
 
 @pytest.fixture(scope="module")
-def trained(data):
-    keras.utils.set_random_seed(0)
-    x, y = data
-    model = models.build("small_cnn")
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
-    return model
+def trained(small_cnn_one_epoch):
+    """small_cnn after one epoch on 1000 Fashion-MNIST images (tests/conftest.py)."""
+    return small_cnn_one_epoch
 
 
 @pytest.fixture(scope="module")
