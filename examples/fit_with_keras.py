@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 from keras_sns import attacks, data, models  # noqa: E402
-from keras_sns.callbacks import SensitivityMonitor  # noqa: E402
+from keras_sns.training.callbacks import SensitivityMonitor  # noqa: E402
 from keras_sns.evaluation import evaluate  # noqa: E402
 from keras_sns.training import RobustModel, select_masks  # noqa: E402
 

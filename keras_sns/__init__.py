@@ -16,17 +16,16 @@ __all__ = ["data", "models", "probe", "__version__"]
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"attacks", "analysis", "config", "data", "evaluation", "experiment",
-               "masks", "models", "sensitivity"}
+_SUBMODULES = {"attacks", "config", "data", "evaluation", "export", "files", "models",
+               "neurons", "studies", "training"}
 
 
 def __getattr__(name):
+    # PEP 562 lazy submodules: the attribute is the submodule itself, imported on first use.
     if name in _SUBMODULES:
         return importlib.import_module(f"keras_sns.{name}")
     if name == "probe":
-        from keras_sns.sensitivity import probe
-
-        return probe
+        return importlib.import_module("keras_sns.neurons.probe").probe
     raise AttributeError(f"module 'keras_sns' has no attribute {name!r}")
 
 

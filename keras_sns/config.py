@@ -1,9 +1,16 @@
-"""Frozen settings objects shared by the library, the CLI and the saved artefacts."""
+"""Every vocabulary and default of keras-sns, in one place and with no TensorFlow import.
+
+The library, the CLI (whose ``--help`` must not start TensorFlow) and the saved
+artefacts all take their choices from here: training methods, mask selections,
+presets, precisions, strategies, studies, the default lambda per method, the training
+attack, and the one rule for ``k``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import numbers
 from dataclasses import dataclass
 
 
@@ -15,6 +22,15 @@ class Method(str, enum.Enum):
     ALP = "alp"
     SNS = "sns"
 
+
+#: The training methods' names, in the order the docs list them.
+METHODS = tuple(m.value for m in Method)
+
+#: Mask-selection strategies of section V (sen, dyn, all, rand) plus ``ema`` (ours).
+SELECTIONS = ("sen", "dyn", "ema", "all", "rand")
+
+#: The section IV studies that ``cli.py analyze`` runs.
+STUDIES = ("profile", "ratio", "eps-sweep", "targeted", "suppression")
 
 #: Strategies of ``tf.distribute`` that ``cli.py train --strategy`` can use.
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -55,6 +71,55 @@ PRESETS = {
                              "paper, ResNet-18 on ImageNet: l3b2c1..l4b2c2, lam 6.0, lower layers frozen"),
 }
 DEFAULT_PRESET = "fmnist"
+
+#: The one default weight of the regulariser per method: ALP's 0.5 (Kannan et al.),
+#: SNS's from the default preset (0.5, chosen on Fashion-MNIST's validation split; the
+#: paper's 5.0 for VGG-16 is in the ``paper-vgg16`` preset). PAT and vanilla have none.
+DEFAULT_LAM = {"vanilla": 0.0, "pat": 0.0, "alp": 0.5, "sns": PRESETS[DEFAULT_PRESET].lam}
+
+#: The paper's training attack: PGD-L-inf, 10 steps of eps/sqrt(10), random start
+#: (eps 8/255; Fashion-MNIST runs use 0.1, see :func:`default_eps`).
+DEFAULT_TRAIN_ATTACK = {"name": "pgd_linf", "eps": 8 / 255, "steps": 10}
+
+#: Default number of sensitive channels per layer: the paper's top 10 %.
+DEFAULT_K = 0.1
+
+
+def parse_k(value: str | int | float) -> int | float:
+    """The one rule for ``k``, the number of channels per layer, from text or a number.
+
+    An integer (``7``, ``"7"``, ``"1"``) is a **count** of channels; a number written with
+    a decimal point or exponent (``0.1``, ``"0.1"``, ``"1.0"``) is a **fraction** of the
+    layer's channels in ``(0, 1]``, rounded up. So ``1`` is one channel and ``1.0``
+    all of them, in ``train``, ``analyze`` and ``export`` alike (see
+    :func:`keras_sns.neurons.selection.resolve_k`, which applies it to a layer).
+
+    Raises:
+        ValueError: for anything else, naming the value.
+
+    Example:
+        >>> parse_k("0.1"), parse_k("7"), parse_k(3)
+        (0.1, 7, 3)
+    """
+    error = ValueError("Invalid k: expected a fraction in (0, 1] or a whole count >= 1. "
+                       f"Received: k={value!r}")
+    if isinstance(value, bool):
+        raise error
+    if isinstance(value, numbers.Integral):
+        k: int | float = int(value)
+    elif isinstance(value, numbers.Real):
+        k = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            k = float(text) if any(c in text for c in ".eE") else int(text)
+        except ValueError:
+            raise error from None
+    else:
+        raise error
+    if (isinstance(k, int) and k < 1) or (isinstance(k, float) and not 0.0 < k <= 1.0):
+        raise error
+    return k
 
 
 @dataclass(frozen=True)
@@ -117,9 +182,13 @@ class TrainConfig:
     precision: str = "float32"
 
     def __post_init__(self):
-        valid = [m.value for m in Method]
-        if self.method not in valid:
-            raise ValueError(f"Expected method in {valid}. Received: method={self.method!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"Expected method in {list(METHODS)}. Received: method={self.method!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"Expected selection in {list(SELECTIONS)}. "
+                             f"Received: selection={self.selection!r}")
+        if self.k is not None:
+            object.__setattr__(self, "k", parse_k(self.k))
         for name in ("epochs", "batch_size", "vanilla_epochs", "steps", "eval_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -18,15 +18,19 @@ A new architecture is one function and one ``@register("name")`` decorator.
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
-from keras import layers
+import numpy as np
+from keras import layers, ops
+from numpy.typing import ArrayLike
 
-__all__ = ["ModelSpec", "available", "build", "describe", "load", "register"]
+__all__ = ["ChannelScale", "ModelSpec", "check_beta", "available", "build", "describe", "load", "register"]
 
 
 @dataclass(frozen=True)
@@ -133,15 +137,82 @@ def load(path: str | os.PathLike) -> keras.Model:
             f"No model file at {p}. Expected a .keras file written by `cli.py train` "
             "(for example runs/fashion_mnist_small_cnn/model.keras) or its run directory."
         )
-    # Register this package's custom objects (RobustModel, ChannelScale) first.
-    import keras_sns.studies  # noqa: F401
-    import keras_sns.training  # noqa: F401
-
     try:
         return keras.models.load_model(p)
     except Exception as e:  # zip, h5, deserialisation errors: one clear message.
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "RobustModel" in str(e):
+            raise ValueError(
+                f"{p} holds a keras_sns RobustModel (a training wrapper). Import "
+                "keras_sns.training first (it registers the class with Keras), or load the "
+                "plain model.keras of the same run."
+            ) from None
         raise ValueError(f"Cannot load a Keras model from {p}: {first}") from None
+
+
+def _check_channels(channels: ArrayLike) -> list[int]:
+    arr = np.asarray(channels)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)) or (
+            arr.size and arr.min() < 0) or len(set(arr.tolist())) != arr.size:
+        raise ValueError("Expected distinct non-negative channel indices. "
+                         f"Received: channels={channels!r}")
+    return [int(c) for c in arr]
+
+
+def check_beta(beta: float) -> float:
+    """``beta`` as a float; ValueError unless it is a finite real number (not a bool)."""
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not np.isfinite(beta):
+        raise ValueError(f"Expected a finite number beta. Received: beta={beta!r}")
+    return float(beta)
+
+
+@keras.saving.register_keras_serializable(package="keras_sns")
+class ChannelScale(keras.layers.Layer):
+    """Multiply some channels (last axis) of its input by ``beta``, the others by 1.
+
+    The per-channel factors live in a non-trainable weight ``scale``, so
+    :meth:`set_suppression` changes them without rebuilding (or retracing) the
+    model. With ``beta=1`` the output equals the input exactly.
+
+    Args:
+        channels: Indices of the channels to scale.
+        beta: The factor (paper: 1.0 down to 0.5).
+
+    Example:
+        >>> ChannelScale([0, 2], 0.5)(np.ones((1, 3)))   # [[0.5, 1.0, 0.5]]
+    """
+
+    def __init__(self, channels: Sequence[int] = (), beta: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.channels = _check_channels(channels)
+        self.beta = check_beta(beta)
+
+    def build(self, input_shape: tuple) -> None:
+        self.scale = self.add_weight(shape=(int(input_shape[-1]),), initializer="ones",
+                                     trainable=False, name="scale")
+        self.set_suppression(self.channels, self.beta)
+
+    def set_suppression(self, channels: Sequence[int], beta: float) -> None:
+        """Scale ``channels`` by ``beta`` from now on (and every other channel by 1)."""
+        channels, beta = _check_channels(channels), check_beta(beta)
+        width = int(self.scale.shape[0])
+        if channels and max(channels) >= width:
+            raise ValueError(f"Expected channel indices in [0, {width}). "
+                             f"Received: channels={channels}")
+        factors = np.ones(width, dtype=self.scale.dtype)
+        factors[channels] = beta
+        self.scale.assign(factors)
+        self.channels, self.beta = channels, beta
+
+    def call(self, inputs):
+        return inputs * ops.cast(self.scale, inputs.dtype)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "channels": list(self.channels), "beta": self.beta}
+
 
 
 def _head(x, num_classes: int, fc_units: int):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from keras_sns.analysis import (
+from keras_sns.neurons import (
     avg_pair_levenshtein,
     importance,
     important_neurons,

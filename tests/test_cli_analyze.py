@@ -12,9 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from keras_sns import models
-from keras_sns.cli import ANALYSIS_STUDIES, main
+from keras_sns.cli import main
+from keras_sns.config import STUDIES as ANALYSIS_STUDIES
 from keras_sns.data import load_arrays
-from keras_sns.sensitivity import measure_sensitivity
+from keras_sns.neurons import measure_sensitivity
 from keras_sns.studies import STUDIES
 
 LAYERS = ["conv1", "relu2", "fc1_relu"]
@@ -172,8 +173,8 @@ def test_analyze_targeted_and_suppression(saved, tmp_path):
         (["--layers", "conv1,conv9"], "Unknown layer 'conv9'. Valid names for model 'vanilla': "
                                       "conv1, relu1, conv2"),
         (["--layers", "conv1", "--k", "40"], "Layer 'conv1': Expected 1 <= k <= 32"),
-        (["--layers", "conv1", "--k", "1.5"], "Expected a fraction k in (0, 1]"),
-        (["--layers", "conv1", "--k", "ten"], "expected a fraction such as 0.1 or a count"),
+        (["--layers", "conv1", "--k", "1.5"], "expected a fraction in (0, 1] or a whole count"),
+        (["--layers", "conv1", "--k", "ten"], "expected a fraction in (0, 1] or a whole count"),
         (["--model", "NARROW", "--layers", "conv1"], "'conv1' has different channel counts"),
         (["--model", "SHORT", "--layers", "conv1,conv3"],
          "Layer 'conv3' is in model(s) ['vanilla'] but not in ['short']: models of different "

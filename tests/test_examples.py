@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_sns import models
+import keras_sns.training  # noqa: F401  (registers RobustModel with Keras)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +20,7 @@ def test_fit_with_keras_example(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    robust = models.load(out / "robust_model.keras")  # registers RobustModel
+    robust = models.load(out / "robust_model.keras")
     # 10 % of 64 channels, rounded up: 7 sensitive channels in each of conv3 and conv4.
     assert {n: len(v) for n, v in robust.sensitive_indices().items()} == {"conv3": 7, "conv4": 7}
     base = models.load(out / "model.keras")

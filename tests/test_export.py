@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from keras_sns import attacks, export, sensitivity
+from keras_sns import attacks, export
+from keras_sns import neurons as sensitivity
 
 SAVED_MODEL_CLI = Path(sys.executable).parent / "saved_model_cli"
 EPS, STEPS = 0.1, 3

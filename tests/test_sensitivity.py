@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_sns.sensitivity import (
+from keras_sns.neurons import (
     SensitivityAccumulator,
     layer_mean,
     measure_sensitivity,

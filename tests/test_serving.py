@@ -15,7 +15,8 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from keras_sns import attacks, export, sensitivity
+from keras_sns import attacks, export
+from keras_sns import neurons as sensitivity
 from serving import ServiceSettings, create_app, run
 from serving.config import DEFAULT_HOST
 

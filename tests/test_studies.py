@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_sns import models, plots
-from keras_sns.analysis import (
+from keras_sns import models
+from keras_sns.studies import figures as plots
+from keras_sns.neurons import (
     avg_pair_levenshtein,
     importance,
     important_neurons,
@@ -21,7 +22,7 @@ from keras_sns.analysis import (
     vote,
 )
 from keras_sns.data import load_arrays
-from keras_sns.sensitivity import measure_sensitivity, probe, sensitive_neurons
+from keras_sns.neurons import measure_sensitivity, probe, sensitive_neurons
 from keras_sns.studies import (
     AttackSpec,
     ChannelScale,

@@ -14,8 +14,8 @@ import pytest
 import tensorflow as tf
 
 from keras_sns import attacks
-from keras_sns.callbacks import CollapseGuard
-from keras_sns.sensitivity import measure_sensitivity
+from keras_sns.training.callbacks import CollapseGuard
+from keras_sns.neurons import measure_sensitivity
 from keras_sns.training import RobustModel, TrainingCollapsedError, select_masks
 
 EPS = 0.1
@@ -537,3 +537,37 @@ def test_collapse_guard_lets_a_healthy_run_finish():
     count = BatchCount()
     history = _guarded_fit(np.zeros(24, np.int64), count)
     assert count.batches == 12 and history.history["clean_acc"] == [1.0, 1.0]
+
+
+# ---------------------------------------------------------------------------
+# Keras habits: compiled metrics, no retracing warnings
+# ---------------------------------------------------------------------------
+
+
+def test_metrics_given_to_compile_are_updated_with_the_clean_logits():
+    x, y = data(48, shape=(8,))
+    model = RobustModel(wide_model(), method="pat", attack=fgsm_attack())
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=CE,
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc"),
+                           keras.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2")])
+    history = model.fit(x, y, batch_size=48, epochs=1, shuffle=False, verbose=0,
+                        validation_data=(x, y))
+    h = {k: v[0] for k, v in history.history.items()}
+    # One step over one batch: the compiled accuracy is the clean accuracy of that step.
+    assert h["acc"] == pytest.approx(h["clean_acc"])
+    assert 0.0 <= h["acc"] <= h["top2"] <= 1.0
+    logits = model.base_model.predict(x, verbose=0)
+    assert h["val_acc"] == pytest.approx(np.mean(logits.argmax(1) == y))
+    assert h["val_top2"] == pytest.approx(np.mean((np.argsort(-logits, 1)[:, :2] == y[:, None]).any(1)))
+
+
+def test_a_five_epoch_dyn_run_logs_no_retracing_warning(caplog):
+    import logging
+
+    x, y = data(64, shape=(8,))
+    model = RobustModel(wide_model(), method="sns", layers=["hidden"], lam=0.1, k=4,
+                        selection="dyn", attack=fgsm_attack())
+    compiled(model, keras.optimizers.SGD(0.5))
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        model.fit(x, y, batch_size=16, epochs=5, shuffle=False, verbose=0)
+    assert not [r.getMessage() for r in caplog.records if "retracing" in r.getMessage()]

@@ -4,36 +4,9 @@ from __future__ import annotations
 
 import click
 
-from keras_sns.cli import main
-
-# keras_sns.studies.STUDIES, repeated here so that `--help` does not start TensorFlow.
-ANALYSIS_STUDIES = ("profile", "ratio", "eps-sweep", "targeted", "suppression")
-
-
-def _comma_list(convert):
-    """A click callback turning "a,b,c" into a tuple of convert(item) (None stays None)."""
-
-    def callback(ctx, param, value):
-        if value is None:
-            return None
-        try:
-            items = tuple(convert(v.strip()) for v in value.split(",") if v.strip())
-        except ValueError:
-            raise click.BadParameter(f"expected a comma-separated list, got {value!r}") from None
-        if not items:
-            raise click.BadParameter("expected at least one value")
-        return items
-
-    return callback
-
-
-def _parse_k(ctx, param, value):
-    # "0.1" is a fraction of each layer's channels, "7" a count (so "1" is one neuron).
-    try:
-        return float(value) if any(c in value for c in ".eE") else int(value)
-    except ValueError:
-        raise click.BadParameter(f"expected a fraction such as 0.1 or a count such as 7, "
-                                 f"got {value!r}") from None
+from keras_sns import config
+from keras_sns.cli.group import main
+from keras_sns.cli.options import comma_list, k_option
 
 
 def _model_labels(paths):
@@ -51,7 +24,7 @@ def _model_labels(paths):
 
 
 @main.command()
-@click.argument("study", required=False, type=click.Choice(ANALYSIS_STUDIES))
+@click.argument("study", required=False, type=click.Choice(config.STUDIES))
 @click.option("--model", "model_paths", multiple=True, required=True, type=click.Path(),
               help="A .keras model (or the run directory holding model.keras); repeat to "
                    "compare models, e.g. vanilla and PAT.")
@@ -62,30 +35,29 @@ def _model_labels(paths):
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Attack iterations, also of the suppression study's PGD (default: the "
                    "attack's own; 10 for suppression).")
-@click.option("--layers", callback=_comma_list(str), default=None,
+@click.option("--layers", callback=comma_list(str), default=None,
               help="Comma-separated layer names (default: every conv and ReLU layer).")
 @click.option("--limit", type=click.IntRange(min=1), default=1000, help="Examples analysed.")
 @click.option("--dataset", default="fashion_mnist", help="Dataset name (see `datasets`).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of the dataset's local files.")
 @click.option("--split", default="test", help="Split analysed (the paper uses held-out data).")
-@click.option("--k", "k", default="0.1", callback=_parse_k,
-              help="Sensitive neurons per layer: a fraction (0.1) or a count (7).")
+@k_option(default=str(config.DEFAULT_K), help="Sensitive neurons per layer")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/analysis",
               help="Output directory for sensitivity.json, study JSON and PNG figures.")
 @click.option("--adv", "adv_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Reuse adversarial examples: an .npz with x, x_adv, y; one for all models "
                    "or one per --model. Replaces the dataset.")
-@click.option("--eps-values", callback=_comma_list(float), default=None,
+@click.option("--eps-values", callback=comma_list(float), default=None,
               help="eps-sweep: comma-separated radii (default 1/255 .. 8/255).")
-@click.option("--classes", callback=_comma_list(int), default=None,
+@click.option("--classes", callback=comma_list(int), default=None,
               help="targeted: target classes (default: all).")
 @click.option("--top", type=click.IntRange(min=1), default=20,
               help="targeted: length of the sensitive and voted important sequences.")
 @click.option("--penultimate", default="fc1_relu", help="targeted: the layer feeding the logits.")
 @click.option("--suppress-layer", default=None,
               help="suppression: the layer to suppress (default: the last of --layers).")
-@click.option("--betas", callback=_comma_list(float), default=None,
+@click.option("--betas", callback=comma_list(float), default=None,
               help="suppression: comma-separated beta values (default 1.0, 0.95, .., 0.5).")
 @click.option("--repeats", type=click.IntRange(min=1), default=3,
               help="suppression: random channel draws averaged.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from keras_sns.cli import main
+from keras_sns.cli.group import main
 
 
 def _parse_params(pairs) -> dict[str, dict]:

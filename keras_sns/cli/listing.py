@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from keras_sns.cli import main
+from keras_sns.cli.group import main
 
 
 @main.command("datasets")

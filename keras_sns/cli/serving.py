@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from keras_sns.cli import main
+from keras_sns import config
+from keras_sns.cli.group import main
+from keras_sns.cli.options import k_option
 
 
 @main.command("export")
@@ -19,8 +21,7 @@ from keras_sns.cli import main
 @click.option("--layers", default=None,
               help="Comma-separated layers for the sensitivity signature  "
                    "[default: the model's activation layers]")
-@click.option("--k", "k", default="0.1",
-              help="Sensitive neurons per layer: a count (8) or a fraction of the channels (0.1).")
+@k_option(default=str(config.DEFAULT_K), help="Sensitive neurons per layer")
 @click.option("--attack", "attack_name", default="pgd_linf",
               help="Gradient attack run by the sensitivity signature.")
 @click.option("--eps", type=click.FloatRange(min=0, max=1), default=0.1, help="Attack radius.")
@@ -37,15 +38,11 @@ def export_command(model_path, name, base_dir, version, label, layers, k, attack
     """
     from keras_sns import export, models
 
-    try:
-        k_value = float(k) if any(c in k for c in ".eE") else int(k)
-    except ValueError:
-        raise click.BadParameter(f"expected an integer or a fraction, got {k!r}", param_hint="--k") from None
     layer_list = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
     try:
         model = models.load(model_path)
         result = export.export(model, base_dir, name, version=version, label=label,
-                               layers=layer_list, k=k_value, attack=attack_name, eps=eps,
+                               layers=layer_list, k=k, attack=attack_name, eps=eps,
                                steps=steps, seed=seed)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
         raise click.ClickException(str(e)) from None

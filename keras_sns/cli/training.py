@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from keras_sns.cli import main
-
-METHODS = ("vanilla", "pat", "alp", "sns")
+from keras_sns import config
+from keras_sns.cli.group import main
+from keras_sns.cli.options import k_option
 
 
 @main.command()
-@click.option("--method", type=click.Choice(METHODS), default="vanilla",
+@click.option("--method", type=click.Choice(config.METHODS), default="vanilla",
               help="Training method: vanilla, PGD adversarial training (pat), adversarial "
                    "logit pairing (alp), or sensitive neuron stabilizing (sns).")
 @click.option("--dataset", default="fashion_mnist",
@@ -42,13 +42,12 @@ METHODS = ("vanilla", "pat", "alp", "sns")
                    "Default: train a vanilla model first into OUT/vanilla.")
 @click.option("--vanilla-epochs", type=click.IntRange(min=1), default=5,
               help="Epochs of that vanilla model.")
-@click.option("--selection", type=click.Choice(("sen", "dyn", "ema", "all", "rand")),
-              default="sen",
+@click.option("--selection", type=click.Choice(config.SELECTIONS), default="sen",
               help="SNS masks: sen (top-k of the model before fine-tuning), dyn (re-measured "
                    "each epoch on 200 examples), ema (moving average of sigma, no extra "
                    "pass), all, rand (ablations).")
-@click.option("--preset", type=click.Choice(("fmnist", "paper-vgg16", "paper-resnet18")),
-              default="fmnist",
+@click.option("--preset", type=click.Choice(tuple(config.PRESETS)),
+              default=config.DEFAULT_PRESET,
               help="SNS recipe giving --layers, --lam, --k and --freeze-below unless set: "
                    "fmnist (chosen on Fashion-MNIST's validation split) or the paper's.")
 @click.option("--layers", default=None,
@@ -56,9 +55,9 @@ METHODS = ("vanilla", "pat", "alp", "sns")
 @click.option("--freeze-below/--no-freeze-below", default=None,
               help="Freeze every layer below the first SNS layer (the paper's fine-tuning).")
 @click.option("--lam", type=click.FloatRange(min=0), default=None,
-              help="Weight of the SNS (or ALP) term; paper: 5.0 (SNS), 0.5 (ALP).")
-@click.option("--k", type=float, default=None,
-              help="Sensitive channels per layer: a fraction in (0, 1] or a count >= 2.")
+              help="Weight of the SNS (or ALP) term  [default: the preset's for SNS "
+                   "(fmnist: 0.5; the paper's VGG-16: 5.0), 0.5 for ALP]")
+@k_option(default=None, help="Sensitive channels per layer  [default: the preset's]")
 @click.option("--attack", default="pgd_linf", help="White-box training attack.")
 @click.option("--eps", type=click.FloatRange(min=0, max=1), default=None,
               help="Attack radius in [0, 1] units (default: 0.1 for Fashion-MNIST, 8/255 else).")
@@ -66,11 +65,11 @@ METHODS = ("vanilla", "pat", "alp", "sns")
               help="Attack steps in training (step size eps/sqrt(steps)).")
 @click.option("--eval-steps", type=click.IntRange(min=1), default=20,
               help="PGD steps of the final evaluation.")
-@click.option("--strategy", type=click.Choice(("default", "mirrored", "multiworker")),
+@click.option("--strategy", type=click.Choice(config.STRATEGIES),
               default="default",
               help="tf.distribute strategy: one device, MirroredStrategy (all local GPUs), "
                    "or MultiWorkerMirroredStrategy (cluster from TF_CONFIG).")
-@click.option("--precision", type=click.Choice(("float32", "mixed_bfloat16", "mixed_float16")),
+@click.option("--precision", type=click.Choice(config.PRECISIONS),
               default="float32",
               help="Compute precision (Keras dtype policy). mixed_bfloat16 runs PGD about "
                    "2.4x faster on CPUs with AVX512-BF16/AMX; mixed_float16 is for GPUs.")
@@ -87,12 +86,9 @@ def train(method, dataset, data_dir, model_name, epochs, batch_size, learning_ra
     """
     from keras_sns.config import TrainConfig
     from keras_sns.data import DatasetError
-    from keras_sns.experiment import run_training, runtime_info
-    from keras_sns.training import TrainingCollapsedError
+    from keras_sns.training.runs import run_training, runtime_info
+    from keras_sns.training.callbacks import TrainingCollapsedError
 
-    if k is not None and (k <= 0 or (k > 1 and k != int(k))):
-        raise click.BadParameter("expected a fraction in (0, 1] or a whole count >= 2",
-                                 param_hint="--k")
     try:
         config = TrainConfig(
             method=method, dataset=dataset, model=model_name, epochs=epochs,

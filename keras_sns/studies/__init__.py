@@ -13,7 +13,7 @@
 
 :func:`run_analysis` runs the requested studies and writes their JSON and figures;
 ``cli.py analyze`` is a thin shell around it. Figures are drawn by
-:mod:`keras_sns.plots`.
+:mod:`keras_sns.studies.figures`.
 
 Modules: ``common`` (attack specifications, layer checks, adversarial files),
 ``profiles`` (measuring, profile, ratio, eps-sweep), ``targeted``, ``suppression``

@@ -20,12 +20,12 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from keras_sns import attacks, evaluation
-from keras_sns.sensitivity import probe_layer_names
-from keras_sns.sensitivity_formulas import _resolve_k
+from keras_sns.neurons.probe import probe_layer_names
+from keras_sns.neurons.selection import resolve_k
 
 __all__ = [
-    "AttackSpec", "attack_spec", "check_layers", "conv_relu_layers", "load_adversarial_npz",
-    "load_adversarial_sets",
+    "AttackSpec", "accuracy", "as_list", "attack_spec", "check_layers", "conv_relu_layers",
+    "load_adversarial_npz", "load_adversarial_sets", "run_attack",
 ]
 
 
@@ -79,7 +79,7 @@ def attack_spec(name: str, *, seed: int | None = None, **params: Any) -> AttackS
 # --------------------------------------------------------------------------- helpers
 
 
-def _run_attack(model: keras.Model, x: np.ndarray, y: np.ndarray,
+def run_attack(model: keras.Model, x: np.ndarray, y: np.ndarray,
                 attack: AttackSpec | Callable, *, target: int | None = None,
                 batch_size: int = 128) -> dict[str, np.ndarray]:
     """:func:`keras_sns.evaluation.generate_adversarial` on arrays: x, x_adv, y, pred_*.
@@ -91,7 +91,8 @@ def _run_attack(model: keras.Model, x: np.ndarray, y: np.ndarray,
                                            target=target)
 
 
-def _accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
+def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
+    """Clean accuracy of ``model`` on arrays ``(x, y)``."""
     return float(np.mean(np.argmax(model.predict(x, batch_size=batch_size, verbose=0), -1) == y))
 
 
@@ -140,7 +141,7 @@ def check_layers(models: Mapping[str, keras.Model], layers: Sequence[str],
                              "can only be compared on layers of the same width.")
         if k is not None:
             try:
-                _resolve_k(k, next(iter(widths.values())))
+                resolve_k(k, next(iter(widths.values())))
             except ValueError as e:
                 raise ValueError(f"Layer {name!r}: {e}") from None
 
@@ -202,5 +203,6 @@ def load_adversarial_sets(paths: Sequence[str | Path], models: Mapping[str, kera
     return x, y, {label: xa for label, (_, xa, _) in loaded.items()}
 
 
-def _as_list(a: ArrayLike) -> list:
+def as_list(a: ArrayLike) -> list:
+    """``a`` as nested Python lists (JSON-ready)."""
     return np.asarray(a).tolist()

@@ -16,9 +16,10 @@ from typing import Any
 import keras
 from numpy.typing import ArrayLike
 
-from keras_sns.sensitivity import SensitivityResult, measure_sensitivity, sensitive_neurons
-from keras_sns.sensitivity_formulas import _resolve_k
-from keras_sns.studies.common import AttackSpec, _as_list, _run_attack, check_layers
+from keras_sns.neurons.measure import measure_sensitivity
+from keras_sns.neurons.selection import resolve_k, sensitive_neurons
+from keras_sns.neurons.sensitivity import SensitivityResult
+from keras_sns.studies.common import AttackSpec, as_list, run_attack, check_layers
 
 __all__ = ["eps_sweep", "measure_models", "ratio_profile", "sensitivity_profile",
            "sensitivity_report"]
@@ -27,7 +28,7 @@ __all__ = ["eps_sweep", "measure_models", "ratio_profile", "sensitivity_profile"
 def measure_models(models: Mapping[str, keras.Model], layers: Sequence[str], x: ArrayLike,
                    x_adv: Mapping[str, ArrayLike], *,
                    batch_size: int = 128) -> dict[str, SensitivityResult]:
-    """:func:`~keras_sns.sensitivity.measure_sensitivity` of each model on its own x_adv.
+    """:func:`~keras_sns.neurons.measure.measure_sensitivity` of each model on its own x_adv.
 
     Args:
         models: ``{label: model}``.
@@ -54,11 +55,11 @@ def sensitivity_report(results: Mapping[str, SensitivityResult],
         mean_s, mean_r = res.mean_sigma(), res.mean_ratio()
         mean_rs = res.mean_ratio(sens)
         models[label] = {"num_examples": res.num_examples, "layers": {
-            name: {"num_channels": int(res.sigma[name].size), "sigma": _as_list(res.sigma[name]),
-                   "ratio": _as_list(res.ratio[name]),
-                   "ratio_defined": _as_list(res.ratio_defined[name]),
+            name: {"num_channels": int(res.sigma[name].size), "sigma": as_list(res.sigma[name]),
+                   "ratio": as_list(res.ratio[name]),
+                   "ratio_defined": as_list(res.ratio_defined[name]),
                    "mean_sigma": mean_s[name], "mean_ratio": mean_r[name],
-                   "mean_ratio_sensitive": mean_rs[name], "sensitive": _as_list(sens[name])}
+                   "mean_ratio_sensitive": mean_rs[name], "sensitive": as_list(sens[name])}
             for name in res.layer_names}}
     return {"k": k, "models": models}
 
@@ -75,10 +76,10 @@ def sensitivity_profile(results: Mapping[str, SensitivityResult],
     layers: dict[str, dict] = {}
     for label, res in results.items():
         for name, sigma in res.sigma.items():
-            n = _resolve_k(k, sigma.size)
+            n = resolve_k(k, sigma.size)
             order = sensitive_neurons(sigma, sigma.size)
             layers.setdefault(name, {})[label] = {
-                "sigma_sorted": _as_list(sigma[order]), "order": _as_list(order),
+                "sigma_sorted": as_list(sigma[order]), "order": as_list(order),
                 "num_sensitive": n, "mean_sigma_sensitive": float(sigma[order[:n]].mean()),
                 "mean_sigma_others": float(sigma[order[n:]].mean()) if n < sigma.size else None}
     return {"k": k, "layers": layers}
@@ -126,7 +127,7 @@ def eps_sweep(models: Mapping[str, keras.Model], layers: Sequence[str], x: Array
         rows: dict[str, dict[str, list]] = {key: {n: [] for n in layers} for key in
                                             ("mean_ratio", "mean_ratio_sensitive", "mean_sigma")}
         for v in values:
-            x_adv = _run_attack(model, x, y, attack.with_params(**{param: v}),
+            x_adv = run_attack(model, x, y, attack.with_params(**{param: v}),
                                 batch_size=batch_size)["x_adv"]
             res = measure_sensitivity(model, layers, x, x_adv, batch_size=batch_size)
             means = {"mean_ratio": res.mean_ratio(), "mean_sigma": res.mean_sigma(),

@@ -2,12 +2,11 @@
 
 :func:`run_analysis` runs the requested studies and writes their JSON and figures;
 ``cli.py analyze`` is a thin shell around it. Figures are drawn by
-:mod:`keras_sns.plots`.
+:mod:`keras_sns.studies.figures`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,8 +17,10 @@ import keras
 import numpy as np
 from numpy.typing import ArrayLike
 
-from keras_sns import plots
-from keras_sns.studies.common import AttackSpec, _run_attack, check_layers, conv_relu_layers
+from keras_sns import config
+from keras_sns.files import atomic_write_json
+from keras_sns.studies import figures
+from keras_sns.studies.common import AttackSpec, run_attack, check_layers, conv_relu_layers
 from keras_sns.studies.profiles import (
     eps_sweep,
     measure_models,
@@ -38,8 +39,8 @@ __all__ = ["STUDIES", "AnalysisConfig", "run_analysis"]
 
 logger = logging.getLogger(__name__)
 
-#: Names of the studies :func:`run_analysis` knows.
-STUDIES = ("profile", "ratio", "eps-sweep", "targeted", "suppression")
+#: Names of the studies :func:`run_analysis` knows (the vocabulary lives in config).
+STUDIES = config.STUDIES
 
 
 @dataclass(frozen=True)
@@ -118,11 +119,6 @@ _STUDY_RUNNERS = {"profile": _profile, "ratio": _ratio, "eps-sweep": _eps_sweep,
                   "targeted": _targeted, "suppression": _suppression}
 
 
-def _write_json(path: Path, obj: Any) -> Path:
-    path.write_text(json.dumps(obj, indent=1, allow_nan=False) + "\n")
-    return path
-
-
 def run_analysis(models: Mapping[str, keras.Model], x: ArrayLike, y: ArrayLike,
                  config: AnalysisConfig, out_dir: str | Path, *,
                  adversarial: Mapping[str, ArrayLike] | None = None,
@@ -156,7 +152,7 @@ def run_analysis(models: Mapping[str, keras.Model], x: ArrayLike, y: ArrayLike,
     attacked = [label for label in models if label not in x_adv]
     for label in attacked:
         model = models[label]
-        arrays = _run_attack(model, x, y, config.attack, batch_size=config.batch_size)
+        arrays = run_attack(model, x, y, config.attack, batch_size=config.batch_size)
         x_adv[label] = arrays["x_adv"]
         written.append(out / f"adv_{label}.npz")
         # the layout of `cli.py attack --save-adv`, so either can feed --adv
@@ -166,11 +162,11 @@ def run_analysis(models: Mapping[str, keras.Model], x: ArrayLike, y: ArrayLike,
               # the attack is recorded only if it made some of the examples measured
               "attack": config.attack.to_dict() if attacked else None, "attacked": attacked,
               "num_examples": int(len(x)), **sensitivity_report(results, config.k)}
-    written.append(_write_json(out / "sensitivity.json", report))
+    written.append(atomic_write_json(out / "sensitivity.json", report, indent=1))
     for study in config.studies:
         data = _STUDY_RUNNERS[study](models, x, y, layers, results, config)
         stem = study.replace("-", "_")
-        written.append(_write_json(out / f"{stem}.json", data))
-        written.append(plots.PLOTTERS[study](data, out / f"{stem}.png"))
+        written.append(atomic_write_json(out / f"{stem}.json", data, indent=1))
+        written.append(figures.PLOTTERS[study](data, out / f"{stem}.png"))
         logger.info("Study %s written to %s", study, out)
     return written

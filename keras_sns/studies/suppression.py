@@ -7,21 +7,21 @@ as many random other channels, are scaled by beta; built on
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 import numpy as np
-from keras import ops
 from numpy.typing import ArrayLike
 
-from keras_sns.sensitivity import probe_layer_names, sensitive_neurons
+from keras_sns.models import ChannelScale, check_beta
+from keras_sns.neurons.probe import probe_layer_names
+from keras_sns.neurons.selection import sensitive_neurons
 from keras_sns.studies.common import (
     AttackSpec,
-    _accuracy,
-    _as_list,
-    _run_attack,
+    accuracy,
+    as_list,
+    run_attack,
     check_layers,
 )
 
@@ -47,69 +47,6 @@ def default_suppression_attacks(*, eps: float = 2 / 255, l2_eps: float = 80 / 25
         "fgsm": AttackSpec("fgsm", {"eps": eps}),
         "gaussian_noise": AttackSpec("gaussian_noise", {"severity": severity, "seed": seed}),
     }
-
-
-def _check_channels(channels: ArrayLike) -> list[int]:
-    arr = np.asarray(channels)
-    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)) or (
-            arr.size and arr.min() < 0) or len(set(arr.tolist())) != arr.size:
-        raise ValueError("Expected distinct non-negative channel indices. "
-                         f"Received: channels={channels!r}")
-    return [int(c) for c in arr]
-
-
-def _check_beta(beta: float) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not np.isfinite(beta):
-        raise ValueError(f"Expected a finite number beta. Received: beta={beta!r}")
-    return float(beta)
-
-
-@keras.saving.register_keras_serializable(package="keras_sns")
-class ChannelScale(keras.layers.Layer):
-    """Multiply some channels (last axis) of its input by ``beta``, the others by 1.
-
-    The per-channel factors live in a non-trainable weight ``scale``, so
-    :meth:`set_suppression` changes them without rebuilding (or retracing) the
-    model. With ``beta=1`` the output equals the input exactly.
-
-    Args:
-        channels: Indices of the channels to scale.
-        beta: The factor (paper: 1.0 down to 0.5).
-
-    Example:
-        >>> ChannelScale([0, 2], 0.5)(np.ones((1, 3)))   # [[0.5, 1.0, 0.5]]
-    """
-
-    def __init__(self, channels: Sequence[int] = (), beta: float = 1.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.channels = _check_channels(channels)
-        self.beta = _check_beta(beta)
-
-    def build(self, input_shape: tuple) -> None:
-        self.scale = self.add_weight(shape=(int(input_shape[-1]),), initializer="ones",
-                                     trainable=False, name="scale")
-        self.set_suppression(self.channels, self.beta)
-
-    def set_suppression(self, channels: Sequence[int], beta: float) -> None:
-        """Scale ``channels`` by ``beta`` from now on (and every other channel by 1)."""
-        channels, beta = _check_channels(channels), _check_beta(beta)
-        width = int(self.scale.shape[0])
-        if channels and max(channels) >= width:
-            raise ValueError(f"Expected channel indices in [0, {width}). "
-                             f"Received: channels={channels}")
-        factors = np.ones(width, dtype=self.scale.dtype)
-        factors[channels] = beta
-        self.scale.assign(factors)
-        self.channels, self.beta = channels, beta
-
-    def call(self, inputs):
-        return inputs * ops.cast(self.scale, inputs.dtype)
-
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "channels": list(self.channels), "beta": self.beta}
 
 
 def suppress_channels(model: keras.Model, layer_name: str, channels: Sequence[int],
@@ -178,7 +115,7 @@ def suppression_study(model: keras.Model, layer_name: str, sigma: ArrayLike, x: 
         metrics are ``"clean"`` and the attack labels.
     """
     attacks = default_suppression_attacks() if attacks is None else dict(attacks)
-    betas = [_check_beta(b) for b in betas]
+    betas = [check_beta(b) for b in betas]
     if not betas or isinstance(repeats, bool) or int(repeats) < 1:
         raise ValueError(f"Expected betas and repeats >= 1. Received: betas={betas}, "
                          f"repeats={repeats!r}")
@@ -206,9 +143,9 @@ def suppression_study(model: keras.Model, layer_name: str, sigma: ArrayLike, x: 
         rows: dict[str, list[float]] = {m: [] for m in metrics}
         for beta in betas:
             scaler.set_suppression(channels, beta)
-            rows["clean"].append(_accuracy(wrapper, x, y, batch_size))
+            rows["clean"].append(accuracy(wrapper, x, y, batch_size))
             for label, attack in built.items():
-                adv = _run_attack(wrapper, x, y, attack, batch_size=batch_size)
+                adv = run_attack(wrapper, x, y, attack, batch_size=batch_size)
                 rows[label].append(float(np.mean(adv["pred_adv"] == y)))
         return rows
 
@@ -217,5 +154,5 @@ def suppression_study(model: keras.Model, layer_name: str, sigma: ArrayLike, x: 
     b = {m: np.mean([run[m] for run in b_runs], axis=0).tolist() for m in metrics}
     return {"layer": layer_name, "k": k, "betas": betas, "metrics": metrics, "seed": seed,
             "attacks": {label: spec.to_dict() for label, spec in attacks.items()},
-            "sensitive": _as_list(sensitive), "random": [_as_list(r) for r in random_sets],
+            "sensitive": as_list(sensitive), "random": [as_list(r) for r in random_sets],
             "results": {"sensitive": a, "random": b, "random_repeats": b_runs}}

@@ -15,17 +15,16 @@ import keras
 import numpy as np
 from numpy.typing import ArrayLike
 
-from keras_sns.analysis import (
+from keras_sns.neurons.measure import measure_sensitivity
+from keras_sns.neurons.probe import probe
+from keras_sns.neurons.selection import importance, important_neurons, sensitive_neurons, vote
+from keras_sns.neurons.similarity import (
     avg_pair_levenshtein,
-    importance,
-    important_neurons,
     levenshtein_similarity,
     spearman,
     total_jaccard,
-    vote,
 )
-from keras_sns.sensitivity import measure_sensitivity, probe, sensitive_neurons
-from keras_sns.studies.common import AttackSpec, _as_list, _run_attack, check_layers
+from keras_sns.studies.common import AttackSpec, as_list, check_layers, run_attack
 
 __all__ = ["targeted_study"]
 
@@ -90,7 +89,7 @@ def targeted_study(model: keras.Model, x: ArrayLike, y: ArrayLike, layers: Seque
         entry: dict[str, Any] = {"num_source": int(src.size), "num_success": 0}
         per_class[str(t)] = entry
         if src.size:
-            adv = _run_attack(model, x[src], y[src], attack, target=t, batch_size=batch_size)
+            adv = run_attack(model, x[src], y[src], attack, target=t, batch_size=batch_size)
             hit = adv["pred_adv"] == t
             entry["num_success"] = int(hit.sum())
         if not entry["num_success"]:
@@ -115,8 +114,8 @@ def targeted_study(model: keras.Model, x: ArrayLike, y: ArrayLike, layers: Seque
             "spearman_active": (spearman(sigma[active], phi_mean[active])
                                 if active.sum() >= 2 else None),
             "levenshtein_similarity": levenshtein_similarity(omega, gamma),
-            "omega_penultimate": _as_list(omega), "gamma": _as_list(gamma),
-            "sensitive": {n: _as_list(s) for n, s in res.sensitive_neurons(k).items()}})
+            "omega_penultimate": as_list(omega), "gamma": as_list(gamma),
+            "sensitive": {n: as_list(s) for n, s in res.sensitive_neurons(k).items()}})
         for n in names:
             omegas[n][str(t)] = entry["sensitive"][n]
     done = [e for e in per_class.values() if e["num_success"]]

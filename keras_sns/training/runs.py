@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
-import os
 import platform
 import shutil
 import time
@@ -34,8 +32,14 @@ import tensorflow as tf
 
 from keras_sns import attacks, data, models
 from keras_sns.config import TrainConfig
+from keras_sns.evaluation.robust_accuracy import evaluate
+from keras_sns.files import atomic_save_model, atomic_write_json
+from keras_sns.neurons.selection import resolve_k
+from keras_sns.training.distribute import make_strategy, worker_role
+from keras_sns.training.masks import resolve_layers
+from keras_sns.training.robust_model import RobustModel
 
-__all__ = ["OutputExistsError", "TrainResult", "make_strategy", "run_training", "runtime_info"]
+__all__ = ["OutputExistsError", "TrainResult", "final_evaluation", "run_training", "runtime_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,34 +71,6 @@ def runtime_info() -> dict:
     }
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """``default`` (one device), ``mirrored`` (all local GPUs or logical devices) or
-    ``multiworker`` (MultiWorkerMirroredStrategy; the cluster comes from ``TF_CONFIG``)."""
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("strategy='multiworker' needs the TF_CONFIG environment variable "
-                             "describing the cluster (see docs/distributed.md).")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name != "default":
-        raise ValueError(f"Unknown strategy {name!r}. Expected default, mirrored or multiworker.")
-    return tf.distribute.get_strategy()
-
-
-def _worker_role() -> tuple[bool, str]:
-    """(is_chief, tag) from TF_CONFIG: the chief (or worker 0 without a chief) writes
-    the run's artefacts; every other worker keeps its own backup and logs apart."""
-    try:
-        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-    except json.JSONDecodeError:
-        raise ValueError("TF_CONFIG is not valid JSON (see docs/distributed.md).") from None
-    kind, index = task.get("type", "chief"), int(task.get("index", 0))
-    chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
-    return chief, f"{kind}{index}"
-
-
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
     if (out / "model.keras").exists():
         if not overwrite:
@@ -104,20 +80,6 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
             )
         shutil.rmtree(out)  # a completed run being redone: start clean
     out.mkdir(parents=True, exist_ok=True)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _save_model_atomically(model: keras.Model, path: Path) -> None:
-    # Save beside the target, then rename: a crash mid-save never leaves a
-    # truncated model.keras that looks like a finished run.
-    tmp = path.with_name(f".tmp-{path.name}")
-    model.save(tmp)
-    os.replace(tmp, path)
 
 
 def _vanilla_stage(config: TrainConfig, out: Path, verbose) -> Path:
@@ -133,8 +95,6 @@ def _vanilla_stage(config: TrainConfig, out: Path, verbose) -> Path:
 
 
 def _robust_model(config: TrainConfig, base: keras.Model) -> keras.Model:
-    from keras_sns.training import RobustModel
-
     attack = {"name": config.attack, "eps": config.resolved_eps, "steps": config.steps,
               "seed": config.seed}
     if config.method == "sns":
@@ -146,21 +106,16 @@ def _robust_model(config: TrainConfig, base: keras.Model) -> keras.Model:
 
 
 def _check_sns_layers(config: TrainConfig, info) -> None:
-    from keras_sns.sensitivity import sensitive_neurons
-    from keras_sns.training import resolve_layers
-
     arch = (models.load(config.init) if config.init else
             models.build(config.model, input_shape=info.input_shape, num_classes=info.num_classes))
     sns = config.resolved_sns()
     for name in resolve_layers(arch, sns["layers"]):
         channels = int(arch.get_layer(name).output.shape[-1])
-        sensitive_neurons([0.0] * channels, sns["k"])  # raises if k exceeds the channels
+        resolve_k(sns["k"], channels, f"k (layer {name!r})")  # raises if k exceeds the channels
 
 
 def final_evaluation(model: keras.Model, config: TrainConfig, test_ds) -> dict:
     """Clean, FGSM and PGD-``eval_steps`` accuracy on the test split (each on its own)."""
-    from keras_sns.evaluation import evaluate
-
     eps = config.resolved_eps
     attack_list = [attacks.get("fgsm", eps=eps),
                    attacks.get("pgd_linf", eps=eps, steps=config.eval_steps, seed=config.seed)]
@@ -248,11 +203,11 @@ def _run_training(config: TrainConfig, *, overwrite: bool, verbose) -> TrainResu
                 "replicas": strategy.num_replicas_in_sync}
     if config.method == "sns":
         settings["sns"] = config.resolved_sns()
-    _atomic_write_text(out / "config.json", json.dumps(settings, indent=2) + "\n")
+    atomic_write_json(out / "config.json", settings)
     logger.info("Training %s (%s) on %s (%s examples) on %s", config.model, config.method,
                 config.dataset, info.num_examples, settings["runtime"]["devices"])
 
-    chief, tag = _worker_role() if config.strategy == "multiworker" else (True, "")
+    chief, tag = worker_role() if config.strategy == "multiworker" else (True, "")
     side = out if chief else out / f"{tag}"  # non-chief workers: their own backup and logs
     backup_dir = side / "backup"
     callbacks = [
@@ -271,16 +226,16 @@ def _run_training(config: TrainConfig, *, overwrite: bool, verbose) -> TrainResu
     test_loss, test_accuracy = _test_clean(base, test_ds)
     evaluation = final_evaluation(base, config, test_ds)
     if config.method != "vanilla":
-        _save_model_atomically(model, out / "robust_model.keras")
+        atomic_save_model(model, out / "robust_model.keras")
     if config.method == "sns":
-        _atomic_write_text(out / "masks.json", json.dumps(model.sensitive_indices(), indent=2) + "\n")
-    _save_model_atomically(base, out / "model.keras")
+        atomic_write_json(out / "masks.json", model.sensitive_indices())
+    atomic_save_model(base, out / "model.keras")
     seconds = time.perf_counter() - start
-    _atomic_write_text(out / "evaluation.json", json.dumps(evaluation, indent=2) + "\n")
+    atomic_write_json(out / "evaluation.json", evaluation)
     metrics = {"test_accuracy": float(test_accuracy), "test_loss": float(test_loss),
                **{k: v for k, v in evaluation.items() if k != "warnings"},
                "epochs": config.epochs, "seconds": round(seconds, 1)}
-    _atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_json(out / "metrics.json", metrics)
     return TrainResult(out, float(test_accuracy), float(test_loss),
                        len(history.history.get("loss", [])), seconds, evaluation)
 

@@ -1,26 +1,37 @@
-"""The neuron-sensitivity formulas of section III on activation arrays (NumPy only).
+"""Neuron sensitivity (eq. 1) and sensitivity ratio (eq. 11) on activation arrays (NumPy).
 
 * :func:`neuron_sensitivity` (eq. 1) and :func:`sensitivity_ratio` (eq. 11),
   :func:`ratio_defined` and :func:`layer_mean` for layer-wise means;
-* :func:`sensitive_neurons` (eq. 2), the top-k channels by sensitivity.
+* :class:`SensitivityAccumulator`: the same measures streamed over batches in constant
+  memory, returning a :class:`SensitivityResult`;
+* :func:`batch_sums` / :func:`ratio_from_sums`: the per-batch sums both are built on.
 
-Import them from :mod:`keras_sns.sensitivity`, which also runs them over a model.
+This is the reference NumPy copy of eq. 1; :func:`keras_sns.neurons.measure.channel_sensitivity`
+is the TensorFlow copy that the SNS train step and the export graph share (a test
+checks that the two agree). :func:`keras_sns.neurons.measure.measure_sensitivity` feeds
+the accumulator from a model.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from keras_sns.neurons.selection import sensitive_neurons
+
 __all__ = [
+    "BatchSums",
+    "SensitivityAccumulator",
+    "SensitivityResult",
+    "batch_sums",
     "layer_mean",
     "neuron_sensitivity",
     "ratio_defined",
-    "sensitive_neurons",
+    "ratio_from_sums",
     "sensitivity_ratio",
 ]
 
@@ -28,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------
-# Neuron sensitivity (eq. 1), sensitivity ratio (eq. 11), sensitive neurons (eq. 2)
+# Neuron sensitivity (eq. 1) and sensitivity ratio (eq. 11)
 # ---------------------------------------------------------------------------
 #
 # A "neuron" F_l^m is one channel m of layer l: a (H, W) map for a convolution,
@@ -64,8 +75,12 @@ def _as_activation_pair(clean: ArrayLike, adv: ArrayLike) -> tuple[np.ndarray, n
 
 
 @dataclass(frozen=True)
-class _BatchSums:
-    """Per-channel sums over the examples of one batch, all shaped (C,)."""
+class BatchSums:
+    """Per-channel sums over the examples of one batch, all shaped (C,).
+
+    Summing these over batches and dividing at the end gives eq. 1 and eq. 11 over
+    any number of examples (see :class:`SensitivityAccumulator`).
+    """
 
     sigma_sum: np.ndarray  # sum_i ||F(x_i) - F(x'_i)||_1 / dim
     ratio_sum: np.ndarray  # sum over defined i of ||F(x_i) - F(x'_i)||_1 / ||F(x_i)||_1
@@ -73,7 +88,16 @@ class _BatchSums:
     num_examples: int
 
 
-def _batch_sums(clean: ArrayLike, adv: ArrayLike) -> _BatchSums:
+def batch_sums(clean: ArrayLike, adv: ArrayLike) -> BatchSums:
+    """Per-channel sums of eq. 1 and eq. 11 over one batch of activation pairs.
+
+    Args:
+        clean: Clean activations, channels last, ``(N, C)`` or ``(N, H, W, C)``.
+        adv: Adversarial activations, same shape.
+
+    Returns:
+        A :class:`BatchSums`.
+    """
     clean, adv = _as_activation_pair(clean, adv)
     size = clean.shape[1]
     diff_l1 = np.abs(clean - adv).sum(axis=1)  # (N, C)
@@ -83,7 +107,7 @@ def _batch_sums(clean: ArrayLike, adv: ArrayLike) -> _BatchSums:
     # defined ratio: they are left out of that channel's average instead of
     # contributing inf (adv != 0) or NaN (adv == 0). See sensitivity_ratio.
     ratio = np.divide(diff_l1, clean_l1, out=np.zeros_like(diff_l1), where=defined)
-    return _BatchSums(
+    return BatchSums(
         sigma_sum=diff_l1.sum(axis=0) / size,
         ratio_sum=ratio.sum(axis=0),
         ratio_count=defined.sum(axis=0).astype(np.int64),
@@ -91,7 +115,8 @@ def _batch_sums(clean: ArrayLike, adv: ArrayLike) -> _BatchSums:
     )
 
 
-def _ratio_from_sums(ratio_sum: np.ndarray, ratio_count: np.ndarray) -> np.ndarray:
+def ratio_from_sums(ratio_sum: np.ndarray, ratio_count: np.ndarray) -> np.ndarray:
+    """Eq. 11 from summed per-example ratios and their counts; 0 where no example counts."""
     return np.divide(
         ratio_sum, ratio_count, out=np.zeros_like(ratio_sum), where=ratio_count > 0
     )
@@ -122,7 +147,7 @@ def neuron_sensitivity(clean: ArrayLike, adv: ArrayLike) -> np.ndarray:
         >>> neuron_sensitivity(clean, adv)
         array([0.5, 0.5, 0.5])
     """
-    sums = _batch_sums(clean, adv)
+    sums = batch_sums(clean, adv)
     return sums.sigma_sum / sums.num_examples
 
 
@@ -157,8 +182,8 @@ def sensitivity_ratio(clean: ArrayLike, adv: ArrayLike) -> np.ndarray:
         >>> sensitivity_ratio(clean, adv)   # channel 1 is dead
         array([0.5, 0. ])
     """
-    sums = _batch_sums(clean, adv)
-    return _ratio_from_sums(sums.ratio_sum, sums.ratio_count)
+    sums = batch_sums(clean, adv)
+    return ratio_from_sums(sums.ratio_sum, sums.ratio_count)
 
 
 def ratio_defined(clean: ArrayLike) -> np.ndarray:
@@ -177,7 +202,7 @@ def ratio_defined(clean: ArrayLike) -> np.ndarray:
         >>> ratio_defined(np.array([[1.0, 0.0], [0.0, 0.0]]))
         array([ True, False])
     """
-    return _batch_sums(clean, clean).ratio_count > 0
+    return batch_sums(clean, clean).ratio_count > 0
 
 
 def layer_mean(
@@ -245,65 +270,168 @@ def layer_mean(
     return float(values[keep].mean())
 
 
-def _resolve_k(k: int | float, n: int, name: str = "k") -> int:
-    """Turn a count or a fraction into a count in [1, n]."""
-    if isinstance(k, (bool, np.bool_)):
-        raise ValueError(f"Expected {name} to be an int or a float. Received: {name}={k!r}")
-    if isinstance(k, (int, np.integer)):
-        if k < 1 or k > n:
-            raise ValueError(
-                f"Expected 1 <= {name} <= {n} (the number of neurons). Received: {name}={k}"
-            )
-        return int(k)
-    if isinstance(k, (float, np.floating)):
-        if not 0.0 < k <= 1.0:
-            raise ValueError(
-                f"Expected a fraction {name} in (0, 1]. Received: {name}={k}"
-            )
-        # ceil, so that a fraction always selects at least one neuron and "the top
-        # 10 %" of 64 neurons is 7. The rounding to 9 decimals stops floating-point
-        # noise from adding a neuron: 0.07 * 100 == 7.000000000000001 must give 7.
-        return max(1, math.ceil(round(float(k) * n, 9)))
-    raise ValueError(f"Expected {name} to be an int or a float. Received: {name}={k!r}")
+@dataclass(frozen=True)
+class SensitivityResult:
+    """Per-layer neuron sensitivity and sensitivity ratio over a set of examples.
+
+    Attributes:
+        sigma: ``{layer_name: (C,) float64}`` neuron sensitivity (eq. 1).
+        ratio: ``{layer_name: (C,) float64}`` sensitivity ratio (eq. 11), ``0.0`` on
+            dead channels (zero-norm rule of :func:`sensitivity_ratio`).
+        ratio_count: ``{layer_name: (C,) int64}`` number of examples with a non-zero
+            clean norm, over which each channel's ratio is averaged.
+        num_examples: Number of (clean, adversarial) pairs analysed.
+    """
+
+    sigma: Mapping[str, np.ndarray]
+    ratio: Mapping[str, np.ndarray]
+    ratio_count: Mapping[str, np.ndarray]
+    num_examples: int
+
+    @property
+    def layer_names(self) -> list[str]:
+        """The analysed layers, in the order they were given."""
+        return list(self.sigma)
+
+    @property
+    def ratio_defined(self) -> dict[str, np.ndarray]:
+        """``{layer_name: (C,) bool}``: channels whose ratio is defined."""
+        return {name: count > 0 for name, count in self.ratio_count.items()}
+
+    def mean_sigma(self, channels: Mapping[str, ArrayLike] | None = None) -> dict[str, float]:
+        """Layer means of the neuron sensitivity.
+
+        Args:
+            channels: Optional ``{layer_name: channel indices}`` restricting each
+                layer's mean (e.g. to its sensitive neurons); layers missing from it
+                use all channels.
+
+        Returns:
+            ``{layer_name: float}``.
+        """
+        channels = channels or {}
+        return {name: layer_mean(s, channels=channels.get(name)) for name, s in self.sigma.items()}
+
+    def mean_ratio(self, channels: Mapping[str, ArrayLike] | None = None) -> dict[str, float]:
+        """Layer means of the sensitivity ratio over channels with a defined ratio.
+
+        Args:
+            channels: As in :meth:`mean_sigma`.
+
+        Returns:
+            ``{layer_name: float}``, never inf or NaN (see :func:`layer_mean`).
+        """
+        channels = channels or {}
+        defined = self.ratio_defined
+        return {
+            name: layer_mean(r, defined=defined[name], channels=channels.get(name))
+            for name, r in self.ratio.items()
+        }
+
+    def sensitive_neurons(self, k: int | float = 0.1) -> dict[str, np.ndarray]:
+        """``{layer_name: top-k channel indices}`` by sensitivity, see :func:`sensitive_neurons`."""
+        return {name: sensitive_neurons(s, k) for name, s in self.sigma.items()}
 
 
-def _top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores, by decreasing score, ties -> lower index."""
-    # A stable sort of -scores keeps equal scores in index order.
-    return np.argsort(-scores, kind="stable")[:k].astype(np.int64)
+class SensitivityAccumulator:
+    """Accumulate neuron sensitivity and ratio over batches in constant memory.
 
-
-def sensitive_neurons(sigma: ArrayLike, k: int | float = 0.1) -> np.ndarray:
-    """Select the sensitive neurons of a layer: the top-k by sensitivity (eq. 2).
+    Only per-channel running sums are kept (three ``(C,)`` arrays per layer), so
+    memory does not grow with the number of examples. The result equals
+    :func:`neuron_sensitivity` / :func:`sensitivity_ratio` on all examples at once.
 
     Args:
-        sigma: Per-channel neuron sensitivity, shape ``(C,)`` (see
-            :func:`neuron_sensitivity`).
-        k: How many neurons to select: an ``int`` count in ``[1, C]``, or a ``float``
-            fraction in ``(0, 1]`` of the ``C`` channels, rounded **up**
-            (``ceil(k * C)``, at least 1). Defaults to ``0.1``, the paper's top 10 %.
-            Note that ``1`` means one neuron and ``1.0`` means all of them.
-
-    Returns:
-        An int64 array of ``k`` channel indices sorted by decreasing sensitivity;
-        equal sensitivities are ordered by increasing index, so the result is
-        deterministic.
-
-    Raises:
-        ValueError: if ``sigma`` is not a non-empty finite 1-D array, or ``k`` is out
-            of range (in particular larger than the number of channels).
+        layer_names: Optional layer names expected in every update. If omitted, the
+            layers of the first update are used.
 
     Example:
-        >>> sensitive_neurons([0.1, 0.9, 0.5, 0.9], k=3)
-        array([1, 3, 2])
-        >>> sensitive_neurons(np.arange(30.0), k=0.1)  # ceil(0.1 * 30) = 3
-        array([29, 28, 27])
+        >>> acc = SensitivityAccumulator()
+        >>> for clean, adv in batches:          # dicts {layer_name: activations}
+        ...     acc.update(clean, adv)
+        >>> res = acc.result()
+        >>> res.sigma["conv1"].shape
+        (64,)
     """
-    sigma = np.asarray(sigma, dtype=np.float64)
-    if sigma.ndim != 1 or sigma.size == 0:
-        raise ValueError(
-            f"Expected a non-empty 1-D array of sensitivities. Received: sigma.shape={sigma.shape}"
+
+    def __init__(self, layer_names: Iterable[str] | None = None) -> None:
+        if isinstance(layer_names, str):
+            layer_names = [layer_names]
+        self._layer_names = None if layer_names is None else list(dict.fromkeys(layer_names))
+        if self._layer_names is not None and not self._layer_names:
+            raise ValueError("Expected at least one layer name. Received: layer_names=[]")
+        self._sigma_sum: dict[str, np.ndarray] = {}
+        self._ratio_sum: dict[str, np.ndarray] = {}
+        self._ratio_count: dict[str, np.ndarray] = {}
+        self._num_examples = 0
+
+    @property
+    def num_examples(self) -> int:
+        """Number of (clean, adversarial) pairs seen so far."""
+        return self._num_examples
+
+    def reset(self) -> None:
+        """Forget everything accumulated (the expected layer names are kept)."""
+        self._sigma_sum, self._ratio_sum, self._ratio_count = {}, {}, {}
+        self._num_examples = 0
+
+    def update(self, clean: Mapping[str, ArrayLike], adv: Mapping[str, ArrayLike]) -> None:
+        """Add one batch.
+
+        Args:
+            clean: ``{layer_name: activations}`` for the clean inputs, each
+                ``(B, C)`` or ``(B, H, W, C)``.
+            adv: The same for the matching adversarial inputs.
+
+        Raises:
+            ValueError: if the layers differ from the expected ones, a layer's
+                channel count changes between batches, or the layers of one batch
+                disagree on the batch size ``B``.
+        """
+        names = list(clean)
+        expected = self._layer_names if self._layer_names is not None else names
+        if set(names) != set(expected) or set(adv) != set(expected):
+            raise ValueError(
+                f"Expected activations for layers {expected}. "
+                f"Received: clean layers {names}, adv layers {list(adv)}"
+            )
+        if not names:
+            raise ValueError("Expected activations for at least one layer. Received: clean={}")
+        if self._layer_names is None:
+            self._layer_names = names
+        batch = {name: batch_sums(clean[name], adv[name]) for name in self._layer_names}
+        sizes = {name: s.num_examples for name, s in batch.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"Expected one batch size for all layers. Received: {sizes}")
+        for name, sums in batch.items():
+            if name not in self._sigma_sum:
+                self._sigma_sum[name] = np.zeros_like(sums.sigma_sum)
+                self._ratio_sum[name] = np.zeros_like(sums.ratio_sum)
+                self._ratio_count[name] = np.zeros_like(sums.ratio_count)
+            elif self._sigma_sum[name].shape != sums.sigma_sum.shape:
+                raise ValueError(
+                    f"Expected {self._sigma_sum[name].size} channels for layer {name!r}. "
+                    f"Received: {sums.sigma_sum.size} channels"
+                )
+            self._sigma_sum[name] += sums.sigma_sum
+            self._ratio_sum[name] += sums.ratio_sum
+            self._ratio_count[name] += sums.ratio_count
+        self._num_examples += next(iter(sizes.values()))
+
+    def result(self) -> SensitivityResult:
+        """Return the sensitivity and ratio over every batch added so far.
+
+        Raises:
+            ValueError: if no batch was added.
+        """
+        if self._num_examples == 0:
+            raise ValueError("No examples accumulated: call update() before result().")
+        n = self._num_examples
+        return SensitivityResult(
+            sigma={name: s / n for name, s in self._sigma_sum.items()},
+            ratio={
+                name: ratio_from_sums(self._ratio_sum[name], self._ratio_count[name])
+                for name in self._ratio_sum
+            },
+            ratio_count={name: c.copy() for name, c in self._ratio_count.items()},
+            num_examples=n,
         )
-    if not np.isfinite(sigma).all():
-        raise ValueError("Expected finite sensitivities. Received: sigma containing inf or NaN")
-    return _top_k_indices(sigma, _resolve_k(k, sigma.size))

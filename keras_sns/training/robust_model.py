@@ -41,30 +41,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_sns.config import Method
-# DEFAULT_ATTACK, resolve_layers and select_masks stay importable from keras_sns.training.
-from keras_sns.masks import (
-    DEFAULT_ATTACK,  # noqa: F401 (re-exported)
-    _build_attack,
-    _num_channels,
-    _top_k_mask,
-    resolve_layers,
-    select_masks,
-)
-from keras_sns.sensitivity import LOGITS_KEY, probe, sensitive_neurons
+from keras_sns.config import DEFAULT_LAM, METHODS, SELECTIONS
+from keras_sns.neurons.probe import LOGITS_KEY, num_channels, probe
+from keras_sns.neurons.selection import resolve_k, top_k_mask
+from keras_sns.training.callbacks import CollapseGuard, DynamicMasks, EmaMasks
+from keras_sns.training.distribute import multi_worker
+from keras_sns.training.losses import alp_loss, sns_loss
+from keras_sns.training.masks import resolve_layers, training_attack
 
-__all__ = ["SELECTIONS", "RobustModel", "TrainingCollapsedError", "resolve_layers", "select_masks"]
+__all__ = ["RobustModel"]
 
 logger = logging.getLogger(__name__)
-
-#: Mask-selection strategies of section V (sen, dyn, all, rand) plus ema.
-SELECTIONS = ("sen", "dyn", "ema", "all", "rand")
-#: The paper's lambda per method (ALP: 0.5; SNS: 5.0 for VGG-16 on CIFAR-10).
-DEFAULT_LAM = {"vanilla": 0.0, "pat": 0.0, "alp": 0.5, "sns": 5.0}
-
-
-class TrainingCollapsedError(RuntimeError):
-    """Clean accuracy fell to chance during training; the model is not saved as trained."""
 
 
 @keras.saving.register_keras_serializable(package="keras_sns")
@@ -109,9 +96,8 @@ class RobustModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        valid_methods = [m.value for m in Method]
-        if method not in valid_methods:
-            raise ValueError(f"Expected method in {valid_methods}. Received: method={method!r}")
+        if method not in METHODS:
+            raise ValueError(f"Expected method in {list(METHODS)}. Received: method={method!r}")
         if selection not in SELECTIONS:
             raise ValueError(f"Expected selection in {list(SELECTIONS)}. Received: selection={selection!r}")
         lam = DEFAULT_LAM[method] if lam is None else float(lam)
@@ -132,9 +118,9 @@ class RobustModel(keras.Model):
         self.ema_decay = float(ema_decay)
         self.seed = int(seed)
         self.eval_attack = bool(eval_attack)
-        self.attack, self.attack_config = _build_attack(attack)
-        self.channels = {n: _num_channels(base_model, n) for n in self.layer_names}
-        self.k_per_layer = {n: len(sensitive_neurons(np.zeros(c), k)) for n, c in self.channels.items()}
+        self.attack, self.attack_config = training_attack(attack)
+        self.channels = {n: num_channels(base_model, n) for n in self.layer_names}
+        self.k_per_layer = {n: resolve_k(k, c, f"k (layer {n!r})") for n, c in self.channels.items()}
         # The probe shares the base model's layers; one forward pass gives every selected
         # layer's activation and the logits.
         self._probe = probe(base_model, self.layer_names or [base_model.layers[-1].name])
@@ -198,7 +184,7 @@ class RobustModel(keras.Model):
     def select_from_ema(self) -> None:
         """Re-select each layer's top-k channels from the moving average of sigma."""
         self.set_masks({
-            n: _top_k_mask(np.asarray(self.sigma_ema[n]), self.k_per_layer[n])
+            n: top_k_mask(np.asarray(self.sigma_ema[n]), self.k_per_layer[n])
             for n in self.masks
         })
 
@@ -220,21 +206,16 @@ class RobustModel(keras.Model):
     def _replicas(self) -> float:
         return float(tf.distribute.get_strategy().num_replicas_in_sync)
 
-    def _sns_loss(self, outs: dict, batch: int) -> tf.Tensor:
-        """Eq. 12: sum over layers and masked channels of the per-channel mean |diff|."""
-        total = tf.constant(0.0)
-        for n in self.layer_names:
-            act = tf.cast(outs[n], tf.float32)
-            clean, adv = act[:batch], act[batch:]
-            reduce_axes = list(range(1, len(act.shape) - 1))  # spatial axes, if any
-            diff = tf.abs(clean - adv)
-            per_channel = tf.reduce_mean(diff, axis=reduce_axes) if reduce_axes else diff
-            sigma = tf.reduce_mean(per_channel, axis=0)  # (C,): eq. 1 on this batch
-            total += tf.reduce_sum(sigma * self.masks[n])
-            if self.selection == "ema":
+    def _sns_term(self, outs: dict, batch) -> tf.Tensor:
+        """L_sns (eq. 12) on the concatenated clean/adversarial activations."""
+        clean = {n: outs[n][:batch] for n in self.layer_names}
+        adv = {n: outs[n][batch:] for n in self.layer_names}
+        loss, sigmas = sns_loss(clean, adv, self.masks)
+        if self.selection == "ema":
+            for n, sigma in sigmas.items():
                 self.sigma_ema[n].assign(self.ema_decay * self.sigma_ema[n]
                                          + (1.0 - self.ema_decay) * sigma)
-        return total
+        return loss
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -262,16 +243,17 @@ class RobustModel(keras.Model):
                 ce = self.compute_loss(x=xx, y=yy, y_pred=both, sample_weight=sw)
                 logits, logits_adv = both[:batch], both[batch:]
                 if self.method == "alp":
-                    reg = tf.reduce_mean(tf.square(tf.cast(logits - logits_adv, tf.float32)))
+                    reg = alp_loss(logits, logits_adv)
                 elif self.method == "sns":
-                    reg = self._sns_loss(outs, batch)
+                    reg = self._sns_term(outs, batch)
                 else:
                     reg = tf.constant(0.0)
                 loss = self.optimizer.scale_loss(ce + self.lam * reg / self._replicas())
         variables = self.trainable_variables
         grads = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
-        return self._update_metrics(ce * self._replicas(), reg, y, logits, logits_adv)
+        return self._update_metrics(ce * self._replicas(), reg, y, logits, logits_adv,
+                                     sample_weight)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -281,17 +263,20 @@ class RobustModel(keras.Model):
         logits_adv = None
         if self.eval_attack and self.method != "vanilla":
             logits_adv = self.base_model(self._adversarial(x, y), training=False)
-        return self._update_metrics(ce * self._replicas(), tf.constant(0.0), y, logits, logits_adv)
+        return self._update_metrics(ce * self._replicas(), tf.constant(0.0), y, logits, logits_adv,
+                                     sample_weight)
 
-    def _update_metrics(self, ce, reg, y, logits, logits_adv):
+    def _update_metrics(self, ce, reg, y, logits, logits_adv, sample_weight=None):
         self.ce_tracker.update_state(ce)
         self.reg_tracker.update_state(reg)
         self.loss_tracker.update_state(ce + self.lam * reg)
         self.clean_acc.update_state(y, logits)
         if logits_adv is not None:
             self.adv_acc.update_state(y, logits_adv)
-        results = {m.name: m.result() for m in self.metrics}
-        if _multi_worker(tf.distribute.get_strategy()):
+        # As keras.Model's own steps: the metrics given to compile() see the clean
+        # logits; compute_metrics returns every metric of self.metrics.
+        results = self.compute_metrics(None, y, logits, sample_weight)
+        if multi_worker(tf.distribute.get_strategy()):
             # Keras 3 averages each replica's step results with
             # strategy.reduce("MEAN", value, axis=0) under MultiWorkerMirroredStrategy,
             # which fails on scalars (tensorflow/tensorflow#72388). As vectors of one
@@ -302,6 +287,15 @@ class RobustModel(keras.Model):
 
     @property
     def metrics(self):
+        # Ours first, then what compile(metrics=[...]) added. Keras' own loss tracker (also
+        # named "loss") is left out: ours records the full loss, regulariser included.
+        trackers = [self.loss_tracker, self.ce_tracker, self.reg_tracker, self.clean_acc,
+                     self.adv_acc]
+        compiled = [m for m in super().metrics
+                    if m.name != "loss" and not any(m is t for t in trackers)]
+        return self._own_metrics() + compiled
+
+    def _own_metrics(self):
         tracked = [self.loss_tracker, self.ce_tracker]
         if self.method in ("alp", "sns"):
             tracked.append(self.reg_tracker)
@@ -315,24 +309,22 @@ class RobustModel(keras.Model):
     def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
         """``keras.Model.fit``, plus the callbacks that the method needs.
 
-        Adds, unless already given: a :class:`~keras_sns.callbacks.CollapseGuard`;
+        Adds, unless already given: a :class:`~keras_sns.training.callbacks.CollapseGuard`;
         for SNS without selected masks, a one-off selection (``sen``) on a sample of
-        the training data; :class:`~keras_sns.callbacks.DynamicMasks` for ``dyn`` and
-        :class:`~keras_sns.callbacks.EmaMasks` for ``ema``.
+        the training data; :class:`~keras_sns.training.callbacks.DynamicMasks` for ``dyn`` and
+        :class:`~keras_sns.training.callbacks.EmaMasks` for ``ema``.
         """
-        from keras_sns import callbacks as cbs
-
         callbacks = list(callbacks or [])
         have = {type(c) for c in callbacks}
-        if cbs.CollapseGuard not in have:
-            callbacks.append(cbs.CollapseGuard())
+        if CollapseGuard not in have:
+            callbacks.append(CollapseGuard())
         if self.method == "sns":
             needs_sample = self.selection == "dyn" or float(np.asarray(self.masks_selected)) == 0.0
-            if needs_sample and cbs.DynamicMasks not in have:
-                callbacks.append(cbs.DynamicMasks.from_training_data(
+            if needs_sample and DynamicMasks not in have:
+                callbacks.append(DynamicMasks.from_training_data(
                     x, y, refresh_each_epoch=self.selection == "dyn", seed=self.seed))
-            if self.selection == "ema" and cbs.EmaMasks not in have:
-                callbacks.append(cbs.EmaMasks())
+            if self.selection == "ema" and EmaMasks not in have:
+                callbacks.append(EmaMasks())
         return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -344,7 +336,7 @@ class RobustModel(keras.Model):
         # so this replica's own slice serves as well. (An override of a private hook:
         # tests/test_distribution.py runs two real workers, so a change in Keras shows.)
         strategy = self._distribute_strategy
-        if iterator is not None and _multi_worker(strategy):
+        if iterator is not None and multi_worker(strategy):
             for _, _, batches in iterator:
                 data_batch = tf.nest.map_structure(
                     lambda v: strategy.experimental_local_results(v)[0]
@@ -377,13 +369,3 @@ class RobustModel(keras.Model):
         config = dict(config)
         config["base_model"] = keras.saving.deserialize_keras_object(config["base_model"])
         return cls(**config)
-
-
-def _multi_worker(strategy) -> bool:
-    """Whether ``strategy`` is a MultiWorkerMirroredStrategy spanning several workers.
-
-    The condition under which Keras' TensorFlow trainer reduces step results across
-    workers (its ``_collective_all_reduce_multi_worker``), private call included.
-    """
-    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and strategy.extended._in_multi_worker_mode())

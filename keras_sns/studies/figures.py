@@ -7,7 +7,7 @@ or needs a display.
 
 Example:
     >>> data = studies.ratio_profile(results)
-    >>> plots.plot_ratio(data, "runs/analysis/ratio.png")
+    >>> figures.plot_ratio(data, "runs/analysis/ratio.png")
 """
 
 from __future__ import annotations

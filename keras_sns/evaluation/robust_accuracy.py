@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -37,29 +36,25 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_sns import attacks as attack_registry
 from keras_sns.attacks.base import Attack
+from keras_sns.evaluation.checks import (
+    check_black_box,
+    check_eps_monotonic,
+    check_gradients,
+    check_outputs,
+)
 
 __all__ = [
     "AttackRow",
+    "EpsSweepResult",
     "EvaluationResult",
-    "EvaluationWarning",
     "eps_sweep",
     "evaluate",
     "generate_adversarial",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Fraction of examples with a zero or non-finite input gradient that triggers a warning.
-DEAD_GRADIENT_FRACTION = 0.1
-#: Fraction of white-box survivors that a black-box attack may fool before we warn.
-BLACK_BOX_MARGIN = 0.02
-#: Accuracy rise (absolute) tolerated between a smaller and a larger epsilon.
-EPS_TOLERANCE = 0.01
-
-
-class EvaluationWarning(UserWarning):
-    """An evaluation result that is probably not what it seems."""
 
 
 @dataclass(frozen=True)
@@ -125,12 +120,6 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _warn(result_warnings: list[str], message: str) -> None:
-    warnings.warn(message, EvaluationWarning, stacklevel=3)
-    logger.warning(message)
-    result_warnings.append(message)
-
-
 def _batches(data, batch_size: int, limit: int | None) -> Iterable[tuple[np.ndarray, np.ndarray]]:
     """Yield (x, y) NumPy batches from arrays or a batched tf.data.Dataset, up to limit."""
     if isinstance(data, tf.data.Dataset):
@@ -163,55 +152,6 @@ def _batches(data, batch_size: int, limit: int | None) -> Iterable[tuple[np.ndar
 
 def _predict(model, x) -> np.ndarray:
     return np.asarray(model(tf.convert_to_tensor(x), training=False))
-
-
-def _check_outputs(logits: np.ndarray, notes: list[str]) -> None:
-    if logits.ndim == 2 and logits.shape[1] > 1 and np.all(logits >= 0) and np.all(logits <= 1) \
-            and np.allclose(logits.sum(axis=1), 1.0, atol=1e-3):
-        _warn(notes, "The model's outputs are in [0, 1] and sum to 1: it seems to output "
-                     "probabilities, not logits. Attacks and losses here expect logits; "
-                     "remove the final softmax (gradients through a saturated softmax vanish).")
-
-
-def _check_gradients(model, x: np.ndarray, y: np.ndarray, notes: list[str]) -> None:
-    x = tf.convert_to_tensor(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        logits = model(x, training=False)
-        loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-    grad = tape.gradient(loss, x)
-    if grad is None:
-        _warn(notes, "The model's loss has no gradient with respect to its input: "
-                     "white-box attacks cannot work on it.")
-        return
-    g = np.asarray(grad).reshape(len(y), -1)
-    bad = (~np.isfinite(g).all(axis=1)) | (np.abs(g).max(axis=1) == 0)
-    if bad.mean() > DEAD_GRADIENT_FRACTION:
-        _warn(notes, f"The input gradient is zero or not finite for {bad.mean():.0%} of the "
-                     "first batch: white-box attacks may fail for the wrong reason (gradient "
-                     "masking, saturated outputs). Treat robust accuracy with suspicion.")
-
-
-def _check_black_box(rows: list[AttackRow], cascade: bool, notes: list[str]) -> None:
-    white = [r for r in rows if not r.black_box and r.config.get("eps") is not None]
-    black = [r for r in rows if r.black_box and r.config.get("eps") is not None]
-    if not white or not black:
-        return
-    if cascade:
-        # A black-box attack that runs after the white-box ones only sees their survivors.
-        for r in black:
-            earlier_white = any(w is not r and rows.index(w) < rows.index(r) for w in white)
-            if earlier_white and r.ran_on and r.fooled > BLACK_BOX_MARGIN * r.ran_on:
-                _warn(notes, f"Black-box attack {r.name!r} fooled {r.fooled} of {r.ran_on} "
-                             "examples that the white-box attacks left standing: a sign of "
-                             "gradient masking. Trust the lowest number, not the white-box one.")
-    else:
-        best_white = min(r.accuracy for r in white)
-        for r in black:
-            if r.accuracy < best_white - BLACK_BOX_MARGIN:
-                _warn(notes, f"Black-box attack {r.name!r} leaves {r.accuracy:.2%} accuracy, "
-                             f"below the best white-box attack's {best_white:.2%}: a sign of "
-                             "gradient masking.")
 
 
 def evaluate(
@@ -259,8 +199,8 @@ def evaluate(
                              f"[{np.nanmin(x):.3g}, {np.nanmax(x):.3g}] (or NaN)")
         logits = _predict(model, x)
         if b == 0 and checks:
-            _check_outputs(logits, notes)
-            _check_gradients(model, x, y, notes)
+            check_outputs(logits, notes)
+            check_gradients(model, x, y, notes)
         correct = logits.argmax(axis=1) == y
         n_total += len(y)
         n_clean += int(correct.sum())
@@ -284,8 +224,16 @@ def evaluate(
     rows = [AttackRow(a.name, a.get_config(), a.black_box, still[i] / n_total, ran[i], fooled[i],
                       round(seconds[i], 3)) for i, a in enumerate(attacks)]
     if checks:
-        _check_black_box(rows, cascade, notes)
+        check_black_box(rows, cascade, notes)
     return EvaluationResult(n_total, n_clean / n_total, rows, cascade, notes)
+
+
+class EpsSweepResult(dict):
+    """``{eps: accuracy}`` in increasing order of eps, plus the sweep's ``warnings``."""
+
+    def __init__(self, accuracies, warnings: list[str]):
+        super().__init__(accuracies)
+        self.warnings = list(warnings)
 
 
 def eps_sweep(
@@ -298,25 +246,22 @@ def eps_sweep(
     limit: int | None = None,
     progress: bool = False,
     **params,
-) -> dict[float, float]:
+) -> EpsSweepResult:
     """Accuracy under one attack at several radii; warns if it rises with epsilon.
 
     Returns:
-        ``{eps: accuracy}`` in increasing order of eps.
+        An :class:`EpsSweepResult`: ``{eps: accuracy}`` in increasing order of eps, with
+        ``.warnings`` holding the sanity checks' messages (the evaluation's own and
+        the monotonicity check's).
     """
-    from keras_sns import attacks as attack_registry
-
     eps_values = sorted(float(e) for e in eps_values)
     built = [attack_registry.get(name, eps=e, **params) for e in eps_values]
     result = evaluate(model, data, built, cascade=False, batch_size=batch_size, limit=limit,
                       progress=progress)
     accs = {e: r.accuracy for e, r in zip(eps_values, result.rows)}
-    for (e0, a0), (e1, a1) in zip(list(accs.items()), list(accs.items())[1:]):
-        if a1 > a0 + EPS_TOLERANCE:
-            _warn([], f"Accuracy under {name!r} rises from {a0:.2%} at eps={e0:g} to {a1:.2%} "
-                      f"at eps={e1:g}: a larger ball contains the smaller one, so a working "
-                      "attack cannot do worse. Suspect gradient masking or too few steps.")
-    return accs
+    notes = list(result.warnings)
+    check_eps_monotonic(name, accs, notes)
+    return EpsSweepResult(accs, notes)
 
 
 def generate_adversarial(

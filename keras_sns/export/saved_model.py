@@ -51,34 +51,25 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from keras_sns import attacks, sensitivity
-from keras_sns.serving_config import (
-    CONFIG_FILENAME,
-    MONITORING_FILENAME,
-    PROMETHEUS_PATH,
+from keras_sns import attacks
+from keras_sns.export.tf_serving import (
     list_versions,
     merge_model_server_config,
-    read_model_server_config,
-    read_monitoring_config,
     write_monitoring_config,
 )
+from keras_sns.neurons.measure import channel_deviation
+from keras_sns.neurons.probe import LOGITS_KEY, probe
+from keras_sns.neurons.selection import resolve_k
 
 __all__ = [
-    "CONFIG_FILENAME",
     "METADATA_PATH",
-    "MONITORING_FILENAME",
-    "PROMETHEUS_PATH",
     "SENSITIVITY_SIGNATURE",
     "SERVING_SIGNATURE",
     "ExportResult",
     "default_layers",
     "export",
-    "list_versions",
-    "read_model_server_config",
-    "read_monitoring_config",
     "validate_name",
 ]
 
@@ -172,12 +163,10 @@ def _check_model(model: keras.Model) -> tuple[int, int, int]:
     return tuple(int(d) for d in shape[1:])
 
 
-def _resolve_k(k: int | float, channels: int, layer: str) -> int:
-    # The library's own rule (ceil of a fraction, at least 1; an int count must fit),
-    # applied once here so that the graph's top_k uses exactly the count that
-    # keras_sns.sensitivity.sensitive_neurons would select.
+def _layer_k(k: int | float, channels: int, layer: str) -> int:
+    # The library's one rule for k, with the layer named in the error.
     try:
-        return int(sensitivity.sensitive_neurons(np.zeros(channels), k).size)
+        return resolve_k(k, channels)
     except ValueError as e:
         raise ValueError(f"Invalid k for layer {layer!r} with {channels} channels: {e}") from None
 
@@ -209,19 +198,15 @@ def _signatures(model, probe_model, layers, ks, attack, input_shape):
         x_adv = attack.perturb(model, images, tf.cast(labels, tf.int32))
         clean = probe_model(images, training=False)
         adv = probe_model(x_adv, training=False)
-        n = tf.shape(images)[0]
         outputs = {
-            "clean_classes": tf.argmax(clean[sensitivity.LOGITS_KEY], -1, output_type=tf.int64),
-            "adversarial_classes": tf.argmax(adv[sensitivity.LOGITS_KEY], -1, output_type=tf.int64),
+            "clean_classes": tf.argmax(clean[LOGITS_KEY], -1, output_type=tf.int64),
+            "adversarial_classes": tf.argmax(adv[LOGITS_KEY], -1, output_type=tf.int64),
         }
         per_image = []
         for name in layers:
-            channels = clean[name].shape[-1]
-            a = tf.reshape(clean[name], [n, -1, channels])
-            b = tf.reshape(adv[name], [n, -1, channels])
-            # ||F^m(x) - F^m(x')||_1 / dim(F^m(x)) per image and channel (eq. 1 before
-            # the mean over examples).
-            deviation = tf.reduce_mean(tf.abs(a - b), axis=1)
+            # ||F^m(x) - F^m(x')||_1 / dim(F^m(x)) per image and channel, in float32 (eq. 1
+            # before the mean over examples), then eq. 1 itself.
+            deviation = channel_deviation(clean[name], adv[name])
             sigma = tf.reduce_mean(deviation, axis=0)
             # top_k orders equal values by increasing index, as sensitive_neurons does.
             top = tf.math.top_k(sigma, k=ks[name], sorted=True)
@@ -270,7 +255,7 @@ def export(
             :func:`default_layers`.
         k: Sensitive neurons per layer: a count, or a fraction of the layer's channels
             rounded up (the paper's top 10 % by default), as
-            :func:`keras_sns.sensitivity.sensitive_neurons`.
+            :func:`keras_sns.neurons.selection.sensitive_neurons`.
         attack: Registered gradient attack run by the ``sensitivity`` signature.
         eps: Attack radius in [0, 1] image units (0.1 is usual for Fashion-MNIST).
         steps: Attack steps, at most 1000.
@@ -302,10 +287,10 @@ def export(
     bad = [n for n in layers if not _LAYER_RE.match(n)]
     if bad:
         raise ValueError(f"Expected plain layer names (letters, digits, '_', '.', '-'). Received: {bad}")
-    if sensitivity.LOGITS_KEY in layers:
+    if LOGITS_KEY in layers:
         raise ValueError("The logits layer is not a sensitivity layer; leave it out of layers.")
-    probe_model = sensitivity.probe(model, layers)  # validates the names
-    ks = {n: _resolve_k(k, int(probe_model.output[n].shape[-1]), n) for n in layers}
+    probe_model = probe(model, layers)  # validates the names
+    ks = {n: _layer_k(k, int(probe_model.output[n].shape[-1]), n) for n in layers}
     attack_cls = attacks.get_class(attack)
     if attack_cls.black_box:
         raise ValueError(

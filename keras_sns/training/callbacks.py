@@ -1,7 +1,11 @@
 """Keras callbacks for robust training: mask refresh, collapse guard, sensitivity monitor.
 
 :class:`RobustModel.fit <keras_sns.training.RobustModel.fit>` adds the ones its method
-needs; :class:`SensitivityMonitor` works with any Keras model.
+needs; :class:`SensitivityMonitor` and :class:`CollapseGuard` work with any Keras model.
+A model that wraps a functional model (``RobustModel``, or NSL's
+``AdversarialRegularization``) exposes it as ``base_model``; these callbacks measure
+that one. :class:`DynamicMasks` and :class:`EmaMasks` need a model with SNS masks
+(``set_masks`` / ``select_from_ema``).
 """
 
 from __future__ import annotations
@@ -14,12 +18,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_sns.sensitivity import measure_sensitivity
-from keras_sns.training import RobustModel, TrainingCollapsedError, select_masks
+from keras_sns.neurons.measure import measure_sensitivity
+from keras_sns.training.masks import select_masks, training_attack
 
-__all__ = ["CollapseGuard", "DynamicMasks", "EmaMasks", "SensitivityMonitor"]
+__all__ = ["CollapseGuard", "DynamicMasks", "EmaMasks", "SensitivityMonitor",
+           "TrainingCollapsedError"]
 
 logger = logging.getLogger(__name__)
+
+
+class TrainingCollapsedError(RuntimeError):
+    """Clean accuracy fell to chance during training; the model is not saved as trained."""
+
+
+def base_model_of(model: keras.Model) -> keras.Model:
+    """The functional model inside a wrapper that exposes it as ``base_model``, else ``model``."""
+    return getattr(model, "base_model", model)
 
 
 def _sample_source(x, y, seed: int):
@@ -84,8 +98,10 @@ class DynamicMasks(keras.callbacks.Callback):
 
     def _select(self, n: int) -> None:
         model = self.model
-        if not isinstance(model, RobustModel):
-            raise ValueError("DynamicMasks works with keras_sns.training.RobustModel only.")
+        if not hasattr(model, "set_masks"):
+            raise ValueError("DynamicMasks needs a model with SNS masks (a "
+                             "keras_sns.training.RobustModel). Received: a "
+                             f"{type(model).__name__}")
         images, labels = self.sample(n)
         masks = select_masks(model.base_model, images, model.layer_names, k=model.k,
                              attack=model.attack, y=labels)
@@ -139,7 +155,7 @@ class CollapseGuard(keras.callbacks.Callback):
         value = running if self._prev is None else running * (batch + 1) - self._prev * batch
         self._prev = running
         self._recent.append(value)
-        model = self.model.base_model if isinstance(self.model, RobustModel) else self.model
+        model = base_model_of(self.model)
         chance = 1.0 / int(model.output_shape[-1])
         if len(self._recent) == self.window and np.mean(self._recent) < self.factor * chance:
             self.model.stop_training = True
@@ -169,17 +185,15 @@ class SensitivityMonitor(keras.callbacks.Callback):
 
     def __init__(self, x, layers, *, attack=None, y=None, log_dir: str | None = None):
         super().__init__()
-        from keras_sns.training import _build_attack
-
         self.x = np.asarray(x, np.float32)
         self.y = None if y is None else np.asarray(y)
         self.layers = list(layers)
-        self.attack, _ = _build_attack(attack)
+        self.attack, _ = training_attack(attack)
         self.log_dir = log_dir
         self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
-        model = self.model.base_model if isinstance(self.model, RobustModel) else self.model
+        model = base_model_of(self.model)
         x_adv = np.asarray(self.attack(model, self.x, self.y))
         result = measure_sensitivity(model, self.layers, self.x, x_adv)
         values = {f"sigma/{n}": v for n, v in result.mean_sigma().items()}

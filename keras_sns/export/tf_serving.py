@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import tempfile
 from pathlib import Path
+
+from keras_sns.files import atomic_write_text
 
 __all__ = [
     "CONFIG_FILENAME",
@@ -73,17 +74,6 @@ def read_model_server_config(path: str | os.PathLike):
     return config
 
 
-def _write_text_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def merge_model_server_config(base: Path, name: str, version: int, label: str | None) -> Path:
     from google.protobuf import text_format
 
@@ -110,7 +100,7 @@ def merge_model_server_config(base: Path, name: str, version: int, label: str | 
         entry.model_version_policy.specific.versions.extend(sorted(set(labelled) | {newest}))
     else:
         entry.model_version_policy.latest.num_versions = 1
-    _write_text_atomically(path, text_format.MessageToString(config))
+    atomic_write_text(path, text_format.MessageToString(config))
     return path
 
 
@@ -173,5 +163,5 @@ def write_monitoring_config(base: Path) -> Path:
     config.prometheus_config.enable = True
     config.prometheus_config.path = PROMETHEUS_PATH
     path = base / MONITORING_FILENAME
-    _write_text_atomically(path, text_format.MessageToString(config))
+    atomic_write_text(path, text_format.MessageToString(config))
     return path

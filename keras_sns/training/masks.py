@@ -2,10 +2,11 @@
 
 * :func:`resolve_layers`: layer names and ranges such as ``"conv8..conv13"``;
 * :func:`select_masks`: the ``sen`` selection, the top-k channels by neuron
-  sensitivity (eq. 1-2) measured on adversarial examples of the training attack.
+  sensitivity (eq. 1-2) measured on adversarial examples of the training attack;
+* :func:`training_attack`: the white-box attack that makes training's adversarial
+  examples, from any attack spec.
 
-:class:`~keras_sns.training.RobustModel` keeps the masks as weights; both functions
-are also importable from :mod:`keras_sns.training`.
+:class:`~keras_sns.training.RobustModel` keeps the masks as weights.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import keras
 import numpy as np
 
 from keras_sns import attacks as attack_registry
-from keras_sns.sensitivity import measure_sensitivity, probe_layer_names, sensitive_neurons
+from keras_sns.config import DEFAULT_K, DEFAULT_TRAIN_ATTACK
+from keras_sns.neurons.measure import measure_sensitivity
+from keras_sns.neurons.probe import probe_layer_names
+from keras_sns.neurons.selection import top_k_mask
 
-__all__ = ["resolve_layers", "select_masks"]
-
-#: The paper's training attack: PGD-L-inf, 10 steps of eps/sqrt(10), random start.
-DEFAULT_ATTACK = {"name": "pgd_linf", "eps": 8 / 255, "steps": 10}
+__all__ = ["resolve_layers", "select_masks", "training_attack"]
 
 
 def resolve_layers(model: keras.Model, layers: str | Sequence[str]) -> list[str]:
@@ -68,15 +69,28 @@ def resolve_layers(model: keras.Model, layers: str | Sequence[str]) -> list[str]
     return sorted(dict.fromkeys(chosen), key=valid.index)
 
 
-def _num_channels(model: keras.Model, name: str) -> int:
-    return int(model.get_layer(name).output.shape[-1])
+def training_attack(attack=None) -> tuple[attack_registry.Attack, dict]:
+    """The white-box attack of adversarial training, and its spec as a JSON-ready dict.
 
+    Args:
+        attack: None (the paper's PGD-L-inf, :data:`keras_sns.config.DEFAULT_TRAIN_ATTACK`),
+            an ``Attack``, or a dict ``{"name": ..., **params}``.
 
-def _build_attack(attack) -> tuple[attack_registry.Attack, dict]:
+    Returns:
+        ``(attack, {"name": ..., **attack.get_config()})``.
+
+    Raises:
+        ValueError: for a bad spec or a black-box attack (no gradients to train on).
+    """
     if attack is None:
-        attack = dict(DEFAULT_ATTACK)
+        attack = dict(DEFAULT_TRAIN_ATTACK)
     if isinstance(attack, attack_registry.Attack):
-        spec = {"name": attack.name, **attack.get_config()}
+        # The instance itself, not a copy: its compiled function and random stream carry
+        # over between calls (a copy per call would retrace every epoch).
+        if attack.black_box:
+            raise ValueError(f"Expected a white-box attack for adversarial training. "
+                             f"Received: {attack.name!r}, a black-box attack")
+        return attack, {"name": attack.name, **attack.get_config()}
     elif isinstance(attack, dict) and "name" in attack:
         spec = dict(attack)
     else:
@@ -95,7 +109,7 @@ def select_masks(
     x: np.ndarray,
     layers: str | Sequence[str],
     *,
-    k: int | float = 0.1,
+    k: int | float = DEFAULT_K,
     attack=None,
     y: np.ndarray | None = None,
     batch_size: int = 256,
@@ -108,7 +122,8 @@ def select_masks(
     is the vanilla model and ``x`` comes from the training set.
 
     Args:
-        model: A functional model with logits output (a ``RobustModel``'s base model).
+        model: A functional model with logits output; a wrapper that exposes its
+            functional model as ``base_model`` (a ``RobustModel``) is measured through it.
         x: Clean images in [0, 1].
         layers: Layer names or ranges (see :func:`resolve_layers`).
         k: Channels per layer, a count or a fraction.
@@ -119,24 +134,13 @@ def select_masks(
     Returns:
         ``{layer: float32 0/1 vector over its channels}``.
     """
-    # Imported here: training imports this module (RobustModel uses its helpers).
-    from keras_sns.training import RobustModel
-
-    if isinstance(model, RobustModel):
-        model = model.base_model
+    model = getattr(model, "base_model", model)
     names = resolve_layers(model, layers)
-    atk, _ = _build_attack(attack)
+    atk, _ = training_attack(attack)
     x = np.asarray(x, np.float32)
     x_adv = np.concatenate([
         np.asarray(atk(model, x[i:i + batch_size], None if y is None else y[i:i + batch_size]))
         for i in range(0, len(x), batch_size)
     ])
     result = measure_sensitivity(model, names, x, x_adv, batch_size=batch_size)
-    return {n: _top_k_mask(result.sigma[n], len(sensitive_neurons(result.sigma[n], k)))
-            for n in names}
-
-
-def _top_k_mask(sigma: np.ndarray, k: int) -> np.ndarray:
-    mask = np.zeros(sigma.shape, np.float32)
-    mask[sensitive_neurons(sigma, k)] = 1.0
-    return mask
+    return {n: top_k_mask(result.sigma[n], k) for n in names}
