@@ -1,15 +1,33 @@
-"""Step time of SNS (sen, ema) over PAT on the same model and batch, in one run.
+"""RobustModel's training step against a plain tf.function loop doing the same work.
 
-Each variant fine-tunes its own copy of small_cnn with PGD-10 (eps 0.1) on the same
-batches of Fashion-MNIST; the variants take turns, one timed block of --steps steps each
-per round, and the report gives the median seconds per step over --rounds rounds after a
-warm-up, the ratios to PAT, and images/s (2 x batch images go through the training pass).
+For each method (PAT and SNS with PGD-10; optionally vanilla and single-step FGSM-RS
+training) two variants train their own copy of small_cnn (same initial weights) on the
+same fixed batch of Fashion-MNIST images:
 
-    .venv/bin/python benchmarks/bench_train_step.py --batch-size 128 --steps 10 --rounds 5
+- ``fit``: ``RobustModel.fit`` on that batch repeated ``--steps`` times; step times are
+  the gaps between a callback's ``on_train_batch_end`` timestamps, so ``fit``'s start-up
+  is not in them;
+- ``loop``: the floor, a hand-written ``tf.function`` step (PGD-L-inf written out in
+  place, one forward pass over [x, x'], cross-entropy, L_sns for SNS, Adam), timed the
+  same way, once per step, ``--steps`` steps in a row.
+
+The variants take turns (one block of ``--steps`` steps each per round, ``--rounds``
+rounds, after a warm-up block that traces), so they see the same machine load; the
+report gives each variant's median step time (median over rounds of the per-block
+median, the first ``--skip`` gaps of a block dropped) and fit / loop per method.
+``--precisions float32,mixed_bfloat16`` runs every variant in each policy, side by side.
+
+    nice -n 10 .venv/bin/python benchmarks/bench_train_step.py --json runs/bench/train_step.json
+    .venv/bin/python benchmarks/bench_train_step.py --methods vanilla,pat,sns,sns-fgsm_rs \
+        --precisions float32,mixed_bfloat16 --steps 20 --rounds 5
 """
 
+from __future__ import annotations
+
 import argparse
+import json
 import os
+import platform
 import statistics
 import time
 
@@ -17,48 +35,172 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from keras_sns import data, models  # noqa: E402
-from keras_sns.training import RobustModel  # noqa: E402
+from keras_sns.neurons.probe import LOGITS_KEY, probe  # noqa: E402
+from keras_sns.precision import hardware_description  # noqa: E402
+from keras_sns.training import CatastrophicOverfittingGuard, RobustModel, sns_loss  # noqa: E402
 
-VARIANTS = {
-    "pat": dict(method="pat"),
-    "sns-sen": dict(method="sns", layers="conv3,conv4", lam=0.5, selection="sen"),
-    "sns-ema": dict(method="sns", layers="conv3,conv4", lam=0.5, selection="ema"),
+EPS = 0.1
+LAYERS = ["conv3", "conv4"]
+LAM = 0.5
+# method: (RobustModel method, training attack name, attack steps)
+METHODS = {
+    "vanilla": ("vanilla", None, 0),
+    "pat": ("pat", "pgd_linf", 10),
+    "sns": ("sns", "pgd_linf", 10),
+    "pat-fgsm_rs": ("pat", "fgsm_rs", 1),
+    "sns-fgsm_rs": ("sns", "fgsm_rs", 1),
 }
+
+
+class BatchClock(keras.callbacks.Callback):
+    """Timestamps of every training batch's end, inside one ``fit`` call."""
+
+    def on_train_begin(self, logs=None):
+        self.stamps = [time.perf_counter()]
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.stamps.append(time.perf_counter())
+
+
+def fixed_masks(channels: dict) -> dict:
+    return {n: (np.arange(c) < max(1, c // 10)).astype("float32") for n, c in channels.items()}
+
+
+def fit_variant(method, attack_name, steps, initial, x, y):
+    """``run(n)`` -> step times of ``n`` steps of ``RobustModel.fit`` on the batch."""
+    base = models.build("small_cnn")
+    base.set_weights(initial)
+    attack = None if attack_name is None else {"name": attack_name, "eps": EPS, "seed": 0,
+                                                **({"steps": steps} if steps > 1 else {})}
+    model = RobustModel(base, method=method, layers=LAYERS if method == "sns" else None,
+                        lam=LAM if method == "sns" else None, attack=attack, eval_attack=False)
+    if method == "sns":
+        model.set_masks(fixed_masks(model.channels))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    clock = BatchClock()
+    # The catastrophic-overfitting guard that fit adds for single-step attacks, on one
+    # example and never between batches: its checks at the start and end of a block
+    # fall outside the timed gaps (the first --skip gaps are dropped).
+    guard = CatastrophicOverfittingGuard(x[:1], y[:1], every=10 ** 9)
+
+    def run(n):
+        ds = tf.data.Dataset.from_tensors((x, y)).repeat(n)
+        model.fit(ds, epochs=1, verbose=0, callbacks=[clock, guard])
+        return np.diff(clock.stamps)
+
+    return run
+
+
+def loop_variant(method, attack_name, steps, initial, x, y):
+    """``run(n)`` -> step times of ``n`` calls of a hand-written compiled step."""
+    base = models.build("small_cnn")
+    base.set_weights(initial)
+    net = probe(base, LAYERS) if method == "sns" else None
+    masks = {n: tf.constant(m) for n, m in
+             fixed_masks({n: int(base.get_layer(n).output.shape[-1]) for n in LAYERS}).items()}
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(base.trainable_variables)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    rng = tf.random.Generator.from_seed(0)
+    alpha = EPS / np.sqrt(steps) if attack_name == "pgd_linf" else 1.25 * EPS
+
+    def input_grad(x_adv, labels):
+        with tf.GradientTape() as tape:
+            tape.watch(x_adv)
+            logits = tf.cast(base(x_adv, training=False), tf.float32)
+            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        return tape.gradient(loss, x_adv)
+
+    @tf.function
+    def step(xb, yb):
+        labels = tf.cast(yb, tf.int32)
+        if attack_name is None:
+            with tf.GradientTape() as tape:
+                loss = ce(yb, base(xb, training=True))
+        else:
+            x_adv = tf.clip_by_value(xb + rng.uniform(tf.shape(xb), -EPS, EPS), 0.0, 1.0)
+            for _ in range(steps):  # unrolled, as the library's PGD
+                x_adv = x_adv + alpha * tf.sign(input_grad(x_adv, labels))
+                x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, xb - EPS, xb + EPS), 0.0, 1.0)
+            x_adv = tf.stop_gradient(x_adv)
+            xx = tf.concat([xb, x_adv], 0)
+            yy = tf.concat([yb, yb], 0)
+            with tf.GradientTape() as tape:
+                if net is None:
+                    loss = ce(yy, base(xx, training=True))
+                else:
+                    outs = net(xx, training=True)
+                    n = tf.shape(xb)[0]
+                    reg, _ = sns_loss({k: outs[k][:n] for k in LAYERS},
+                                      {k: outs[k][n:] for k in LAYERS}, masks)
+                    loss = ce(yy, outs[LOGITS_KEY]) + LAM * reg
+        grads = tape.gradient(loss, base.trainable_variables)
+        optimizer.apply_gradients(zip(grads, base.trainable_variables))
+        return loss
+
+    def run(n):
+        stamps = [time.perf_counter()]
+        for _ in range(n):
+            step(x, y)
+            stamps.append(time.perf_counter())
+        return np.diff(stamps)
+
+    return run
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", default="pat,sns")
+    p.add_argument("--precisions", default="float32")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=20, help="steps per timed block")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--skip", type=int, default=2, help="gaps dropped at a block's start")
+    p.add_argument("--json", default=None)
     args = p.parse_args()
-    x, y, _ = data.load_arrays("fashion_mnist", "train", limit=args.batch_size * args.steps)
-    built = {}
-    for name, kw in VARIANTS.items():
-        keras.utils.set_random_seed(0)
-        m = RobustModel(models.build("small_cnn"), attack={"name": "pgd_linf", "eps": 0.1,
-                        "steps": 10, "seed": 0}, **kw)
-        if kw["method"] == "sns":
-            m.set_masks({n: (np.arange(c) < 7).astype("float32") for n, c in m.channels.items()})
-        m.compile(optimizer="adam",
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        m.fit(x[: args.batch_size], y[: args.batch_size], batch_size=args.batch_size,
-              epochs=1, verbose=0)  # warm-up: tracing
-        built[name] = m
-    times = {n: [] for n in built}
-    for _ in range(args.rounds):
-        for name, m in built.items():
-            start = time.perf_counter()
-            m.fit(x, y, batch_size=args.batch_size, epochs=1, verbose=0, shuffle=False)
-            times[name].append((time.perf_counter() - start) / args.steps)
-    base = statistics.median(times["pat"])
-    print(f"batch {args.batch_size}, PGD-10 eps 0.1, median of {args.rounds} x {args.steps} steps")
-    for name, t in times.items():
-        med = statistics.median(t)
-        print(f"{name:<8} {1000 * med:7.1f} ms/step  {args.batch_size / med:6.0f} images/s  "
-              f"ratio to PAT {med / base:5.3f}")
+    x, y, _ = data.load_arrays("fashion_mnist", "train", limit=args.batch_size)
+    x, y = tf.constant(x), tf.constant(y)
+    keras.utils.set_random_seed(0)
+    initial = models.build("small_cnn").get_weights()
+    variants = {}
+    for precision in args.precisions.split(","):
+        keras.mixed_precision.set_global_policy(precision)
+        for name in args.methods.split(","):
+            method, attack, steps = METHODS[name]
+            for kind, make in (("fit", fit_variant), ("loop", loop_variant)):
+                run = make(method, attack, steps, initial, x, y)
+                run(args.skip + 2)  # warm-up: tracing
+                variants[(precision, name, kind)] = run
+    keras.mixed_precision.set_global_policy("float32")
+    blocks = {key: [] for key in variants}
+    for r in range(args.rounds):
+        for key, run in variants.items():
+            blocks[key].append(float(np.median(run(args.steps + args.skip)[args.skip:])))
+        print(f"round {r + 1}/{args.rounds} done, load {os.getloadavg()[0]:.1f}", flush=True)
+    median = {key: statistics.median(v) for key, v in blocks.items()}
+    hw = hardware_description()
+    print(f"\nCPU {hw.cpu_model} ({platform.machine()}), batch {args.batch_size}, "
+          f"{args.rounds} rounds x {args.steps} steps, load average {os.getloadavg()}")
+    print("| precision | method | RobustModel.fit ms/step | plain loop ms/step | fit / loop |")
+    print("| --- | --- | --- | --- | --- |")
+    rows = []
+    for precision in args.precisions.split(","):
+        for name in args.methods.split(","):
+            f, lp = median[(precision, name, "fit")], median[(precision, name, "loop")]
+            rows.append({"precision": precision, "method": name, "fit_ms": 1000 * f,
+                         "loop_ms": 1000 * lp, "ratio": f / lp,
+                         "fit_blocks_ms": [1000 * v for v in blocks[(precision, name, "fit")]],
+                         "loop_blocks_ms": [1000 * v for v in blocks[(precision, name, "loop")]]})
+            print(f"| {precision} | {name} | {1000 * f:.1f} | {1000 * lp:.1f} | {f / lp:.3f} |")
+    if args.json:
+        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+        with open(args.json, "w") as fh:
+            json.dump({"cpu": hw.cpu_model, "args": vars(args), "rows": rows,
+                       "load_average": os.getloadavg()}, fh, indent=1)
 
 
 if __name__ == "__main__":

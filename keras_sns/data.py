@@ -35,6 +35,7 @@ __all__ = [
     "DatasetInfo",
     "VALIDATION_FRACTION",
     "available",
+    "dataset_info",
     "load_arrays",
     "load_dataset",
 ]
@@ -189,18 +190,83 @@ def _local_fashion_mnist(base: str, data_dir: Path) -> tuple[np.ndarray, np.ndar
 # tensorflow-datasets
 
 
-def _tfds_builder(name: str):
-    import tensorflow_datasets as tfds
-
+def _import_tfds():
+    """tensorflow_datasets, or a DatasetError naming the module that is really missing."""
     try:
-        builder = tfds.builder(name)
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise _missing_module_error("tensorflow-datasets", e) from None
+    return tfds
+
+
+def _missing_module_error(what: str, e: ImportError) -> DatasetError:
+    module = getattr(e, "name", None) or str(e)
+    return DatasetError(
+        f"{what} needs the Python module {module!r}, which is not installed "
+        f"({type(e).__name__}: {e}). Install it with 'pip install {module}' (keras-sns "
+        "declares importlib_resources, which tensorflow-datasets 4.9 needs on every "
+        "Python but declares only for old ones: tensorflow/datasets#11212)."
+    )
+
+
+def _exception_chain(e: BaseException):
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def _is_download_failure(e: BaseException) -> bool:
+    """Whether ``e`` (or what caused it) is a failed network request of the download."""
+    for exc in _exception_chain(e):
+        for cls in type(exc).__mro__:
+            module = cls.__module__ or ""
+            if (module.split(".")[0] in ("requests", "urllib3")
+                    or cls.__name__ in ("DownloadError", "URLError", "gaierror")
+                    or cls in (ConnectionError, TimeoutError)):
+                return True
+    return False
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def _tfds_load_error(name: str, split: str, e: Exception) -> DatasetError:
+    """What really failed in a tensorflow-datasets load, and what to do about it."""
+    for exc in _exception_chain(e):
+        if isinstance(exc, ImportError):
+            return _missing_module_error(f"tensorflow-datasets (loading {name!r})", exc)
+    if _is_download_failure(e):
+        return DatasetError(
+            f"tensorflow-datasets could not download {name!r} ({_first_line(e)}). It "
+            "downloads a dataset on first use, which needs internet access; on a machine "
+            f"without it, prepare the dataset elsewhere ('tfds build {name}') and pass "
+            "its folder as data_dir (--data-dir)."
+        )
+    return DatasetError(
+        f"tensorflow-datasets could not load {name!r} split {split!r}: {_first_line(e)}."
+    )
+
+
+def _tfds_builder(name: str, data_dir=None):
+    tfds = _import_tfds()
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except ImportError as e:  # the builder's module needs a package that is absent
+        raise _missing_module_error(f"tensorflow-datasets (dataset {name!r})", e) from None
     except Exception as e:  # TFDS raises its own DatasetNotFoundError and others.
         raise DatasetError(
             f"Unknown dataset {name!r} ({str(e).splitlines()[0].rstrip('.')}). Expected "
             f"'{DEFAULT_DATASET}' (offline) or a tensorflow-datasets image-classification "
             f"dataset such as {', '.join(_TFDS_KNOWN)}."
         ) from None
-    features = builder.info.features
+    try:
+        features = builder.info.features
+    except ImportError as e:
+        raise _missing_module_error(f"tensorflow-datasets (dataset {name!r})", e) from None
     if "image" not in features or "label" not in features:
         raise DatasetError(
             f"Dataset {name!r} has no 'image' and 'label' features; keras-sns needs "
@@ -225,30 +291,65 @@ def _tfds_info(name: str, split: str, builder) -> DatasetInfo:
 
 
 def _tfds_load(name: str, split: str, data_dir) -> tuple[tf.data.Dataset, DatasetInfo]:
-    import tensorflow_datasets as tfds
-
-    builder = _tfds_builder(name)
+    builder = _tfds_builder(name, data_dir)
     base = _parse_split(split)[0]
     if base not in builder.info.splits and builder.info.splits:
         raise DatasetError(
             f"Dataset {name!r} has no {base!r} split. Available: {', '.join(builder.info.splits)}"
         )
+    if not builder.is_prepared():
+        logger.info("tensorflow-datasets downloads and prepares %r into %s (first use only).",
+                    name, builder.data_dir)
     try:
-        ds = tfds.load(
-            name, split=_tfds_split(split), as_supervised=True, data_dir=data_dir,
-            shuffle_files=False,
-        )
-    except Exception as e:  # network, checksum, disk: say what failed and what to do.
-        raise DatasetError(
-            f"tensorflow-datasets could not load {name!r} split {split!r}: "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. It downloads "
-            "the data on first use, which needs internet access (or a prepared data_dir)."
-        ) from None
+        builder.download_and_prepare()
+        ds = builder.as_dataset(split=_tfds_split(split), as_supervised=True,
+                                shuffle_files=False)
+    except Exception as e:  # network, checksum, disk, a missing module: say which
+        raise _tfds_load_error(name, split, e) from None
+    # Read after preparing: the split sizes and class names are known only then.
     return ds, _tfds_info(name, split, builder)
 
 
 # ---------------------------------------------------------------------------------
 # Public API
+
+
+def dataset_info(
+    name: str = DEFAULT_DATASET,
+    split: str = "train",
+    *,
+    data_dir: str | os.PathLike | None = None,
+) -> DatasetInfo:
+    """What a dataset holds (classes, image shape), read from metadata only.
+
+    Nothing is downloaded: Fashion-MNIST's metadata is known, and a tensorflow-datasets
+    dataset's comes from its builder. So a model's input shape can be checked against
+    a dataset before any data is fetched.
+
+    Args:
+        name: Dataset name (see :func:`available`).
+        split: A split as for :func:`load_dataset`.
+        data_dir: As for :func:`load_dataset`.
+
+    Returns:
+        A :class:`DatasetInfo`. ``num_examples`` is None, and the class names of some
+        tensorflow-datasets datasets are plain numbers, until the data is prepared.
+
+    Raises:
+        DatasetError: for an unknown name or split, or a missing module.
+
+    Example:
+        >>> dataset_info("cifar10").input_shape
+        (32, 32, 3)
+    """
+    if not isinstance(name, str) or not name:
+        raise DatasetError(f"Expected a dataset name. Received: name={name!r}")
+    base, start, stop = _parse_split(split)
+    if name == DEFAULT_DATASET and _fashion_mnist_dir(data_dir) is not None:
+        n = {"train": 60_000, "test": 10_000}[base]
+        count = len(range(n)[slice(_bound(start, n, 0), _bound(stop, n, n))])
+        return DatasetInfo(name, split, 10, (28, 28, 1), FASHION_MNIST_CLASSES, count)
+    return _tfds_info(name, split, _tfds_builder(name, data_dir))
 
 
 def load_arrays(

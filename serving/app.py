@@ -1,35 +1,48 @@
-"""The ASGI app factory: thin routes over the repository, the schemas and the metrics.
+"""The ASGI app factory: thin routes over the repository, the limits and the metrics.
 
-Request handling is split in two: the body is read on the event loop (with the size
-limit), and everything else, JSON parsing, validation, loading a model and calling it,
-runs in a worker thread, so a slow model call never blocks the other connections.
+A model request goes through these steps, each bounded (see :class:`ServiceSettings`):
+
+1. the path is checked (name, version, label) and the model version resolved, so an
+   unknown model is a 404 before any body is read;
+2. the body is read on the event loop under the size, JSON-structure, memory and time
+   limits (:mod:`serving.body`);
+3. the request waits in its lane's bounded queue for a worker thread (503 when full;
+   dropped unrun if its client disconnects meanwhile, :mod:`serving.admission`);
+4. in the worker: JSON parsing, validation and the model call.
+
+Connection-level limits (connection cap, header timeout) are in :mod:`serving.protocol`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
 import tensorflow as tf
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import keras_sns
 from keras_sns import export
+from serving import tf_serving
+from serving.admission import Lane, wait_for_disconnect
+from serving.body import CLIENT_GONE_STATUS, BufferPool, ClientGone, JsonBudget, limited_body
 from serving.config import DEFAULT_HOST, DEFAULT_PORT, ServiceSettings
+from serving.hosts import TrustedHostMiddleware
 from serving.metrics import Metrics, MetricsMiddleware
+from serving.protocol import uvicorn_config
 from serving.repository import LoadedVersion, ModelNotFound, ModelRepository
 from serving.schemas import (
     BadRequest,
@@ -47,28 +60,46 @@ logger = logging.getLogger(__name__)
 
 _ERROR = {"content": {"application/json": {"schema": {
     "type": "object", "properties": {"error": {"type": "string"}}}}}}
-_ERRORS = {400: _ERROR, 404: _ERROR, 413: _ERROR, 422: _ERROR}
+_ERRORS = {400: _ERROR, 404: _ERROR, 408: _ERROR, 413: _ERROR, 415: _ERROR, 422: _ERROR,
+           503: _ERROR}
+# TF Serving's version numbers are int64.
+_MAX_VERSION = 2**63 - 1
 
 
 def _body_doc(schema) -> dict:
-    # Bodies are read and validated by hand (size limit, error format); this only
+    # Bodies are read and validated by hand (limits, error format); this only
     # documents them in the OpenAPI schema at /docs.
     return {"requestBody": {"required": True, "content": {
         "application/json": {"schema": schema.model_json_schema()}}}}
 
 
-def _name(name: str) -> str:
+_CLASSIFY_DOC = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object",
+    "properties": {
+        "signature_name": {"type": "string"},
+        "context": {"type": "object"},
+        "examples": {"type": "array", "items": {"type": "object", "properties": {
+            "images": {"description": "One image, nested or flat, values in [0, 1]."}}}},
+    },
+    "required": ["examples"],
+}}}}}
+
+
+def _name(name: str, what: str = "name") -> str:
     try:
         return export.validate_name(name)
     except ValueError as e:
-        raise BadRequest(str(e)) from None
+        raise BadRequest(str(e).replace("name=", f"{what}=")) from None
 
 
 def _version(version: str | None) -> int | None:
     if version is None:
         return None
-    if not version.isdigit() or not version.isascii():
-        raise BadRequest(f"Expected a version number. Received: version={version!r}")
+    # Checked before int(): Python refuses to convert more than 4300 digits.
+    if not (version.isascii() and version.isdigit() and len(version) <= 19) \
+            or not 1 <= int(version) <= _MAX_VERSION:
+        shown = version if len(version) <= 40 else f"{version[:40]}... ({len(version)} characters)"
+        raise BadRequest(f"Expected a version number in [1, 2^63 - 1]. Received: version={shown!r}")
     return int(version)
 
 
@@ -79,8 +110,13 @@ def _parse_json(body: bytes) -> Any:
         return json.loads(body)
     except RecursionError:
         raise BadRequest("Malformed JSON: nested too deeply") from None
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
-        raise BadRequest(f"Malformed JSON: {e}") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, the int-digits limit
+        raise BadRequest(f"Malformed JSON: {str(e)[:200]}") from None
+
+
+def _may_hold_booleans(body: bytes) -> bool:
+    # JSON has booleans only as these literals; without them no scan is needed.
+    return b"true" in body or b"false" in body
 
 
 def _unwrap_instances(instances: Any) -> Any:
@@ -107,29 +143,32 @@ def _unwrap_inputs(inputs: Any) -> Any:
 
 
 class _Service:
-    """The request handlers proper, run in worker threads."""
+    """The request handlers proper, run in worker threads on a resolved model version."""
 
     def __init__(self, repository: ModelRepository, settings: ServiceSettings, metrics: Metrics):
         self.repository = repository
         self.settings = settings
         self.metrics = metrics
 
-    def predict(self, body: bytes, name: str, version: int | None, label: str | None) -> dict:
+    def predict(self, body: bytes, model: LoadedVersion) -> dict:
         request = validate(PredictRequest, _parse_json(body))
-        if request.signature_name not in (None, export.SERVING_SIGNATURE):
+        signatures = (export.SERVING_SIGNATURE, export.SENSITIVITY_SIGNATURE)
+        if request.signature_name not in (None, *signatures):
             raise BadRequest(
-                f"Only signature_name='{export.SERVING_SIGNATURE}' is served on :predict "
-                f"(use /sensitivity for reports). Received: signature_name={request.signature_name!r}"
+                f"Expected signature_name in {list(signatures)}. "
+                f"Received: signature_name={request.signature_name!r}", 404
             )
+        if request.signature_name == export.SENSITIVITY_SIGNATURE:
+            return self.predict_sensitivity(request, body, model)
         if (request.instances is None) == (request.inputs is None):
             raise BadRequest(
                 "Expected exactly one of 'instances' (row format) or 'inputs' (columnar format)."
             )
-        model = self.repository.get(name, version, label)
         row = request.instances is not None
         images = _unwrap_instances(request.instances) if row else _unwrap_inputs(request.inputs)
         x = parse_images(images, model.input_shape, max_images=self.settings.max_images,
-                         field="instances" if row else "inputs")
+                         field="instances" if row else "inputs",
+                         may_hold_booleans=_may_hold_booleans(body))
         outputs = {k: v.numpy() for k, v in model.predict(images=tf.constant(x)).items()}
         self.metrics.images.labels("predict").inc(len(x))
         if row:
@@ -139,17 +178,51 @@ class _Service:
             ]}
         return {"outputs": {k: v.tolist() for k, v in outputs.items()}}
 
-    def sensitivity(self, body: bytes, name: str, version: int | None) -> dict:
-        request = validate(SensitivityRequest, _parse_json(body))
-        model = self.repository.get(name, version)
-        if model.sensitivity is None:
+    def predict_sensitivity(self, request: PredictRequest, body: bytes,
+                            model: LoadedVersion) -> dict:
+        """``:predict`` with ``signature_name="sensitivity"``, as TF Serving runs it.
+
+        Columnar format only: ``{"inputs": {"images": batch, "labels": [...]}}`` gives
+        ``{"outputs": {name: value}}``. TF Serving refuses the row format for this
+        signature too, because its per-layer outputs have no batch dimension. The
+        service's limits on reports apply (image count, attack steps).
+        """
+        self.check_sensitivity(model)
+        if request.instances is not None or not isinstance(request.inputs, dict):
             raise BadRequest(
-                f"Model {name!r} version {model.version} has no '{export.SENSITIVITY_SIGNATURE}' "
-                "signature; export it with keras_sns.export.", 404
+                f"The '{export.SENSITIVITY_SIGNATURE}' signature takes the columnar format: "
+                "{\"signature_name\": \"sensitivity\", \"inputs\": {\"images\": [...], "
+                "\"labels\": [...]}}. (Its per-layer outputs have no batch dimension, so the "
+                "row format 'instances' cannot hold them; TF Serving refuses it as well.)"
             )
-        self._check_attack_limits(model)
+        if set(request.inputs) != {"images", "labels"}:
+            raise BadRequest("Expected inputs to name the signature's inputs 'images' and "
+                             f"'labels'. Received: {sorted(request.inputs)}")
+        x = parse_images(request.inputs["images"], model.input_shape,
+                         max_images=self.settings.max_sensitivity_images, field="inputs.images",
+                         may_hold_booleans=_may_hold_booleans(body))
+        labels = request.inputs["labels"]
+        if not isinstance(labels, list):
+            raise BadRequest(f"Expected inputs.labels to be a list of integers. "
+                             f"Received: {type(labels).__name__}")
+        labels = parse_labels(labels, len(x), model.num_classes)
+        out = model.sensitivity(images=tf.constant(x), labels=tf.constant(labels))
+        self.metrics.images.labels("sensitivity").inc(len(x))
+        return {"outputs": {k: v.numpy().tolist() for k, v in out.items()}}
+
+    def classify(self, body: bytes, model: LoadedVersion) -> dict:
+        images = tf_serving.classify_images(_parse_json(body), model.input_shape)
+        x = parse_images(images, model.input_shape, max_images=self.settings.max_images,
+                         field="examples", may_hold_booleans=_may_hold_booleans(body))
+        probabilities = model.predict(images=tf.constant(x))["probabilities"].numpy()
+        self.metrics.images.labels("classify").inc(len(x))
+        return tf_serving.classify_result(probabilities)
+
+    def sensitivity(self, body: bytes, model: LoadedVersion) -> dict:
+        request = validate(SensitivityRequest, _parse_json(body))
         x = parse_images(request.images, model.input_shape,
-                         max_images=self.settings.max_sensitivity_images)
+                         max_images=self.settings.max_sensitivity_images,
+                         may_hold_booleans=_may_hold_booleans(body))
         if request.labels is None:
             labels = model.predict(images=tf.constant(x))["classes"].numpy().astype(np.int64)
         else:
@@ -158,7 +231,7 @@ class _Service:
                model.sensitivity(images=tf.constant(x), labels=tf.constant(labels)).items()}
         self.metrics.images.labels("sensitivity").inc(len(x))
         report = SensitivityReport(
-            model=name,
+            model=model.name,
             version=model.version,
             attack=model.metadata.get("attack"),
             images=[
@@ -182,7 +255,13 @@ class _Service:
         )
         return report.model_dump()
 
-    def _check_attack_limits(self, model: LoadedVersion) -> None:
+    def check_sensitivity(self, model: LoadedVersion) -> None:
+        """404 without a sensitivity signature, 422 for an attack over the limits."""
+        if model.sensitivity is None:
+            raise BadRequest(
+                f"Model {model.name!r} version {model.version} has no "
+                f"'{export.SENSITIVITY_SIGNATURE}' signature; export it with keras_sns.export.", 404
+            )
         # The attack is fixed in the export's graph; its settings are in the metadata.
         # Single-step attacks (FGSM) record no steps.
         attack = model.metadata.get("attack") or {}
@@ -200,42 +279,17 @@ class _Service:
                 f"with eps={eps}; this server allows at most max_attack_eps={limits.max_attack_eps}.", 422
             )
 
-    def status(self, name: str) -> dict:
-        """TF Serving's ``GET /v1/models/{name}`` answer."""
+    def status(self, name: str, version: int | None = None, label: str | None = None) -> dict:
+        """TF Serving's ``GET /v1/models/{name}[/versions/{v}|/labels/{l}]`` answer."""
         info = self.repository.describe(name)
-        statuses = []
-        for v in sorted(info["versions"], reverse=True):
-            error = info["failed_versions"].get(str(v))
-            available = v in info["loaded_versions"]
-            statuses.append({
-                "version": str(v),
-                "state": "AVAILABLE" if available else "END",
-                "status": {"error_code": "UNKNOWN" if error else "OK", "error_message": error or ""},
-            })
-        return {"model_version_status": statuses}
+        if version is None and label is None:
+            versions = sorted(info["versions"], reverse=True)
+        else:
+            versions = [self.repository.resolve(name, version, label)]
+        return {"model_version_status": [tf_serving.version_status(v, info) for v in versions]}
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing more than ``limit`` bytes with a 413."""
-    declared = request.headers.get("content-length")
-    too_big = declared is not None and declared.isdigit() and int(declared) > limit
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        too_big = too_big or size > limit
-        if too_big:
-            # Keep draining (so that the client can read the 413 instead of a reset
-            # connection) unless the upload is absurdly large.
-            if size > 8 * limit:
-                break
-            continue
-        chunks.append(chunk)
-    if too_big:
-        raise BadRequest(f"Request body over the size limit of {limit} bytes.", 413)
-    return b"".join(chunks)
-
-
-def create_app(base_dir: str | os.PathLike, *, settings: ServiceSettings | None = None) -> FastAPI:
+def create_app(base_dir: str | os.PathLike, *, settings: ServiceSettings | None = None):
     """Build the service's ASGI app for the exports under ``base_dir``.
 
     Args:
@@ -244,7 +298,8 @@ def create_app(base_dir: str | os.PathLike, *, settings: ServiceSettings | None 
         settings: Server-side limits; :class:`serving.ServiceSettings` defaults if None.
 
     Returns:
-        A FastAPI app; serve it with uvicorn (see :func:`run`).
+        A FastAPI app. Serve it with :func:`run`, or with uvicorn through
+        :func:`serving.uvicorn_config`, which adds the connection limits.
 
     Example:
         >>> app = create_app("exports", settings=ServiceSettings(max_images=64))  # doctest: +SKIP
@@ -255,22 +310,28 @@ def create_app(base_dir: str | os.PathLike, *, settings: ServiceSettings | None 
         poll_interval_s=settings.poll_interval_s,
         max_loaded_versions=settings.max_loaded_versions,
     )
-    metrics = Metrics(repository.loaded_count, lambda: repository.load_failures)
+    lanes = {
+        "predict": Lane("predict", settings.workers, settings.max_queue, settings.retry_after_s),
+        "sensitivity": Lane("sensitivity", settings.report_workers, settings.max_report_queue,
+                            settings.retry_after_s),
+    }
+    metrics = Metrics(repository.loaded_count, lambda: repository.load_failures, lanes.values)
     service = _Service(repository, settings, metrics)
-    executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="keras-sns-model")
-
-    async def in_worker(fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(executor, partial(fn, *args))
+    pool = BufferPool(settings.max_buffered_bytes)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app):
         logger.info("Serving %s on devices %s", repository.base_dir,
                     [d.name for d in tf.config.list_logical_devices()])
-        await in_worker(partial(repository.refresh, force=True))
+        await asyncio.to_thread(repository.start)
         yield
-        executor.shutdown(wait=True, cancel_futures=True)
+        repository.close()
+        for lane in lanes.values():
+            lane.shutdown()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc come from the fastapi-offline package, served from this
+    # process: /docs works with no network and loads nothing from a CDN.
+    app = FastAPIOffline(
         title="keras-sns sensitivity-report service",
         version=keras_sns.__version__,
         description="TF-Serving-compatible predictions and neuron-sensitivity reports "
@@ -279,11 +340,20 @@ def create_app(base_dir: str | os.PathLike, *, settings: ServiceSettings | None 
     )
     app.state.repository = repository
     app.state.settings = settings
+    app.state.metrics = metrics
+    # The last added is the outermost: metrics see every answer, the host check too.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts,
+                       exempt=("/healthz",))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest):
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: ClientGone):
+        # Nobody to answer: the status only reaches the metrics.
+        return Response(status_code=CLIENT_GONE_STATUS)
 
     @app.exception_handler(ModelNotFound)
     async def not_found(request: Request, exc: ModelNotFound):
@@ -291,7 +361,8 @@ def create_app(base_dir: str | os.PathLike, *, settings: ServiceSettings | None 
 
     @app.exception_handler(tf.errors.InvalidArgumentError)
     async def invalid_argument(request: Request, exc: tf.errors.InvalidArgumentError):
-        return JSONResponse({"error": f"Invalid input for the model: {exc.message}"}, status_code=400)
+        first = (exc.message.strip().splitlines() or ["invalid argument"])[0][:200]
+        return JSONResponse({"error": f"Invalid input for the model: {first}"}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -309,44 +380,90 @@ def create_app(base_dir: str | os.PathLike, *, settings: ServiceSettings | None 
         logger.error("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"error": f"Internal error: {type(exc).__name__}"}, status_code=500)
 
+    async def resolve(name: str, version: str | None, label: str | None) -> LoadedVersion:
+        name, v = _name(name), _version(version)
+        if label is not None:
+            _name(label, "label")
+        # A version not in memory yet is loaded here, off the event loop.
+        return await asyncio.to_thread(repository.get, name, v, label)
+
+    async def model_call(request: Request, lane, fn, model: LoadedVersion, max_images: int):
+        """Read the body within its limits, then run ``fn(body, model)`` on a lane.
+
+        ``lane`` is a :class:`Lane`, or a function of the body that picks one.
+        """
+        budget = JsonBudget.for_images(model.input_shape, max_images)
+        async with limited_body(request, max_bytes=settings.max_body_bytes, budget=budget, pool=pool,
+                                timeout_s=settings.body_timeout_s,
+                                retry_after_s=settings.retry_after_s) as body:
+            if await request.is_disconnected():  # sent its body and left: nothing to run
+                lane.abandoned += 1
+                raise ClientGone()
+            if not isinstance(lane, Lane):
+                lane = lane(body)
+            result = await lane.run(fn, body, model,
+                                    disconnected=lambda: wait_for_disconnect(request.receive))
+        return JSONResponse(result)
+
+    # ------------------------------------------------------------------ routes
+
     @app.get("/healthz", summary="Liveness check")
     async def healthz() -> dict:
         return {"status": "ok"}
 
     @app.get("/v1/models", summary="Models and versions under the base directory")
     async def list_models() -> dict:
-        return {"base_dir": str(repository.base_dir), "models": await in_worker(repository.snapshot)}
+        return repository.snapshot()
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models/{name}", summary="Version status (TF Serving format)", responses=_ERRORS)
-    async def model_status(name: str) -> dict:
-        return await in_worker(service.status, _name(name))
-
-    async def _predict(request: Request, name: str, version: str | None = None, label: str | None = None):
+    async def _status(name: str, version: str | None = None, label: str | None = None) -> dict:
         name, v = _name(name), _version(version)
         if label is not None:
-            _name(label)
-        body = await _read_body(request, settings.max_body_bytes)
-        return JSONResponse(await in_worker(service.predict, body, name, v, label))
+            _name(label, "label")
+        return service.status(name, v, label)
 
-    async def _sensitivity(request: Request, name: str, version: str | None = None):
-        name, v = _name(name), _version(version)
-        body = await _read_body(request, settings.max_body_bytes)
-        return JSONResponse(await in_worker(service.sensitivity, body, name, v))
+    async def _metadata(name: str, version: str | None = None, label: str | None = None) -> dict:
+        model = await resolve(name, version, label)
+        return tf_serving.metadata_response(model.name, model.version, model.signature_defs)
 
-    predict_doc = {"summary": "Predict (TF Serving REST format)", "responses": _ERRORS,
-                   "openapi_extra": _body_doc(PredictRequest)}
-    app.post("/v1/models/{name}:predict", **predict_doc)(_predict)
-    app.post("/v1/models/{name}/versions/{version}:predict", **predict_doc)(_predict)
-    app.post("/v1/models/{name}/labels/{label}:predict", **predict_doc)(_predict)
-    sens_doc = {"summary": "Neuron-sensitivity report (clean vs adversarial)",
-                "response_model": SensitivityReport, "responses": _ERRORS,
-                "openapi_extra": _body_doc(SensitivityRequest)}
-    app.post("/v1/models/{name}/sensitivity", **sens_doc)(_sensitivity)
-    app.post("/v1/models/{name}/versions/{version}/sensitivity", **sens_doc)(_sensitivity)
+    async def _predict(request: Request, name: str, version: str | None = None,
+                       label: str | None = None):
+        model = await resolve(name, version, label)
+        # A predict on the sensitivity signature runs an attack: it queues with the reports.
+        # (A cheap look at the bytes; the worker checks the parsed request properly.)
+        return await model_call(request, lambda body: lanes["sensitivity"]
+                                if b'"sensitivity"' in body else lanes["predict"],
+                                service.predict, model, settings.max_images)
+
+    async def _classify(request: Request, name: str, version: str | None = None,
+                        label: str | None = None):
+        model = await resolve(name, version, label)
+        return await model_call(request, lanes["predict"], service.classify, model, settings.max_images)
+
+    async def _sensitivity(request: Request, name: str, version: str | None = None,
+                           label: str | None = None):
+        model = await resolve(name, version, label)
+        service.check_sensitivity(model)
+        return await model_call(request, lanes["sensitivity"], service.sensitivity, model,
+                                settings.max_sensitivity_images)
+
+    prefixes = ["/v1/models/{name}", "/v1/models/{name}/versions/{version}",
+                "/v1/models/{name}/labels/{label}"]
+    for prefix in prefixes:
+        app.get(prefix, summary="Version status (TF Serving's GetModelStatusResponse)",
+                responses=_ERRORS)(_status)
+        app.get(prefix + "/metadata", summary="Signature definitions (TF Serving's "
+                "GetModelMetadataResponse)", responses=_ERRORS)(_metadata)
+        app.post(prefix + ":predict", summary="Predict (TF Serving REST format)", responses=_ERRORS,
+                 openapi_extra=_body_doc(PredictRequest))(_predict)
+        app.post(prefix + ":classify", summary="Classify (TF Serving REST format): class "
+                 "probabilities per example", responses=_ERRORS, openapi_extra=_CLASSIFY_DOC)(_classify)
+        app.post(prefix + "/sensitivity", summary="Neuron-sensitivity report (clean vs adversarial)",
+                 response_model=SensitivityReport, responses=_ERRORS,
+                 openapi_extra=_body_doc(SensitivityRequest))(_sensitivity)
 
     @app.api_route("/v1/models/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
     async def unknown_model_route(request: Request, rest: str):
@@ -358,9 +475,12 @@ def create_app(base_dir: str | os.PathLike, *, settings: ServiceSettings | None 
         name = unquote(re.split(r"[/:]", raw_rest, maxsplit=1)[0])
         if "/" in name or "\\" in name or ".." in name:
             raise BadRequest(
-                f"Model names cannot contain path separators or '..'. Received: name={name!r}"
+                f"Model names cannot contain path separators or '..'. Received: name={name[:100]!r}"
             )
-        raise BadRequest(f"No such route: {request.method} /v1/models/{rest}", 404)
+        if rest.endswith(":regress"):
+            raise BadRequest("Regression is not served: these models are classifiers "
+                             "(use :classify or :predict).", 404)
+        raise BadRequest(f"No such route: {request.method} /v1/models/{rest[:200]}", 404)
 
     return app
 
@@ -376,7 +496,19 @@ def run(
     """Serve the exports under ``base_dir`` with uvicorn until interrupted.
 
     Binds 127.0.0.1 unless ``host`` says otherwise: the service has no authentication.
+    A specific ``host`` address is added to the allowed ``Host`` names; when binding
+    every interface (``0.0.0.0``, ``::``), list the names clients use in
+    ``settings.allowed_hosts``.
     """
     import uvicorn
 
-    uvicorn.run(create_app(base_dir, settings=settings), host=host, port=port, log_level=log_level)
+    settings = settings or ServiceSettings()
+    if "*" not in settings.allowed_hosts:
+        if host in ("0.0.0.0", "::", ""):
+            logger.warning("Binding every interface: only requests with Host %s are answered; "
+                           "list the names clients use in ServiceSettings.allowed_hosts.",
+                           list(settings.allowed_hosts))
+        elif host.lower() not in settings.allowed_hosts:
+            settings = dataclasses.replace(settings, allowed_hosts=(*settings.allowed_hosts, host))
+    app = create_app(base_dir, settings=settings)
+    uvicorn.Server(uvicorn_config(app, host=host, port=port, log_level=log_level)).run()

@@ -5,6 +5,17 @@ directories (hidden directories of an export in progress are ignored). For each 
 the newest version that loads is served; a version that is missing, corrupt or
 half-written is logged once and skipped, and the previous good version keeps serving.
 A failed version is retried when its files change (a copy that completes, a repair).
+
+A background thread re-scans the base directory every poll interval. Loading a version
+(seconds for a large model) happens outside the repository's lock: requests keep being
+answered by the version served so far until the new one is ready, then switch. A
+served version whose files vanish from disk keeps answering from memory and is
+reported as such (``files_missing``), as TF Serving would keep it loaded. A
+``models.config`` that cannot be read is reported and the last good one's labels are
+kept, as TF Serving keeps its last good config.
+
+Nothing this module returns holds an absolute path: listings and error messages name
+files relative to the base directory, which clients need not know.
 """
 
 from __future__ import annotations
@@ -12,20 +23,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
+from google.protobuf import json_format
+from tensorflow.core.protobuf import saved_model_pb2
 
 from keras_sns import export
 
 __all__ = ["LoadedVersion", "ModelNotFound", "ModelRepository", "ModelState"]
 
 logger = logging.getLogger(__name__)
+
+# A models.config larger than this is refused unread (it only lists models and labels).
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 
 class ModelNotFound(LookupError):
@@ -46,6 +62,8 @@ class LoadedVersion:
     num_classes: int
     layers: tuple[str, ...]
     metadata: dict[str, Any]
+    signature_defs: dict[str, Any]  # TF Serving's SignatureDefMap, as JSON
+    has_variables: bool
 
 
 @dataclass
@@ -56,6 +74,7 @@ class ModelState:
     versions: list[int] = field(default_factory=list)
     loaded: OrderedDict[int, LoadedVersion] = field(default_factory=OrderedDict)
     failed: dict[int, tuple[tuple, str]] = field(default_factory=dict)  # version -> (stamp, error)
+    files_missing: dict[int, str] = field(default_factory=dict)  # loaded, but gone from disk
     serving: int | None = None
     labels: dict[str, int] = field(default_factory=dict)
 
@@ -71,12 +90,28 @@ def _stamp(path: Path) -> tuple:
     return (count, size, newest)
 
 
+def _signature_defs(path: Path) -> dict[str, Any]:
+    """The SavedModel's SignatureDefMap as TF Serving's metadata API prints it."""
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((path / "saved_model.pb").read_bytes())
+    if not saved.meta_graphs:
+        raise ValueError("saved_model.pb has no MetaGraphDef")
+    signatures = saved.meta_graphs[0].signature_def
+    return {
+        "signature_def": {
+            key: json_format.MessageToDict(signatures[key], preserving_proto_field_name=True)
+            for key in sorted(signatures)
+        }
+    }
+
+
 def _load_version(name: str, version: int, path: Path) -> LoadedVersion:
     """Load and check one version; raises ValueError with the reason if unusable."""
     if not (path / "saved_model.pb").is_file():
         raise ValueError("no saved_model.pb (missing or half-written SavedModel)")
     try:
         loaded = tf.saved_model.load(str(path))
+        signature_defs = _signature_defs(path)
     except Exception as e:  # protobuf, OS and TF errors: all mean "unusable"
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ValueError(f"tf.saved_model.load failed: {type(e).__name__}: {first}") from None
@@ -117,19 +152,38 @@ def _load_version(name: str, version: int, path: Path) -> LoadedVersion:
         num_classes=int(out["logits"].shape[-1]),
         layers=layers,
         metadata=metadata,
+        signature_defs=signature_defs,
+        has_variables=(path / "variables" / "variables.index").is_file(),
     )
 
 
-class ModelRepository:
-    """The models under ``base_dir``, loaded lazily and refreshed on a poll interval.
+def _files_missing(version: LoadedVersion) -> str | None:
+    """What vanished from a loaded version's directory, or None if it is intact."""
+    if not version.path.is_dir():
+        return "its directory is gone"
+    if not (version.path / "saved_model.pb").is_file():
+        return "saved_model.pb is missing"
+    if version.has_variables and not (version.path / "variables" / "variables.index").is_file():
+        return "variables/ is missing"
+    return None
 
-    Thread-safe: every method may be called from the service's worker threads.
+
+class ModelRepository:
+    """The models under ``base_dir``, loaded by a background poller and on demand.
+
+    Thread-safe: every method may be called from the service's worker threads. Call
+    :meth:`start` to scan once and start polling, :meth:`close` to stop.
 
     Args:
         base_dir: The base directory of the exports.
-        poll_interval_s: Minimum seconds between two scans of the base directory.
+        poll_interval_s: Seconds between two scans of the base directory.
         max_loaded_versions: Versions of one model kept loaded (see
             :class:`serving.ServiceSettings`).
+
+    Example:
+        >>> repo = ModelRepository("exports", poll_interval_s=2.0)  # doctest: +SKIP
+        >>> repo.start(); repo.get("fmnist").version                  # doctest: +SKIP
+        1
     """
 
     def __init__(self, base_dir: str | os.PathLike, *, poll_interval_s: float = 2.0,
@@ -138,28 +192,67 @@ class ModelRepository:
         self.poll_interval_s = poll_interval_s
         self.max_loaded_versions = max_loaded_versions
         self._models: dict[str, ModelState] = {}
-        self._lock = threading.RLock()
-        self._last_scan = float("-inf")
+        self._lock = threading.RLock()  # guards the state above; never held while loading
+        self._scan_lock = threading.Lock()  # one scan at a time
+        self._loading: dict[tuple[str, int], threading.Event] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._config_stamp: tuple | None = None
+        self._config_labels: dict[str, dict[str, int]] = {}
+        self._config_error: str | None = None
+        self._config_seen = False
+        self._poll_errors: set[str] = set()
         self.load_failures = 0  # read by the metrics
+        prefixes = {str(self.base_dir), str(self.base_dir.resolve())}
+        self._path_prefixes = sorted(prefixes, key=len, reverse=True)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Scan the base directory now, then every poll interval in a daemon thread."""
+        self._safe_refresh()
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._poll, name="keras-sns-repository",
+                                            daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Stop the poller (the loaded versions stay usable)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+            self._thread = None
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_interval_s):
+            self._safe_refresh()
+
+    def _safe_refresh(self) -> None:
+        try:
+            self.refresh()
+        except Exception as e:  # unreadable base directory, or a bug: logged once per
+            # message, and the service goes on with what it has loaded
+            message = f"{type(e).__name__}: {e}"
+            if message not in self._poll_errors:
+                self._poll_errors.add(message)
+                logger.exception("Scanning %s failed; serving what is loaded.", self.base_dir)
 
     # ------------------------------------------------------------------ scanning
 
-    def refresh(self, *, force: bool = False) -> None:
-        """Re-scan the base directory (at most once per poll interval unless ``force``)."""
-        with self._lock:
-            now = time.monotonic()
-            if not force and now - self._last_scan < self.poll_interval_s:
-                return
-            self._last_scan = now
-            names = self._scan_names()
-            for gone in set(self._models) - set(names):
-                logger.info("Model %s was removed from %s; unloading it.", gone, self.base_dir)
-                del self._models[gone]
+    def refresh(self) -> None:
+        """Scan the base directory once: new, removed, repaired versions and labels."""
+        with self._scan_lock:
             labels = self._read_labels()
+            names = self._scan_names()
+            with self._lock:
+                for gone in set(self._models) - set(names):
+                    logger.info("Model %s was removed from %s; unloading it.", gone, self.base_dir)
+                    del self._models[gone]
+                for name in names:
+                    self._models.setdefault(name, ModelState(name)).labels = labels.get(name, {})
             for name in names:
-                state = self._models.setdefault(name, ModelState(name))
-                state.labels = labels.get(name, {})
-                self._refresh_model(state)
+                self._refresh_model(name)
 
     def _scan_names(self) -> list[str]:
         if not self.base_dir.is_dir():
@@ -176,54 +269,139 @@ class ModelRepository:
         return names
 
     def _read_labels(self) -> dict[str, dict[str, int]]:
+        """The labels of ``models.config``; the last good ones while it is unreadable."""
         path = self.base_dir / export.CONFIG_FILENAME
-        if not path.is_file():
-            return {}
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            if self._config_seen and self._config_error is None:
+                self._config_error = (f"{export.CONFIG_FILENAME} is missing; keeping the version "
+                                      "labels it last had")
+                logger.error("%s is missing; keeping its last good version labels.", path)
+            self._config_stamp = None
+            return self._config_labels
+        except OSError as e:
+            return self._config_failed(path, e)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp == self._config_stamp:
+            return self._config_labels
+        self._config_stamp = stamp
+        self._config_seen = True
+        if st.st_size > MAX_CONFIG_BYTES:
+            return self._config_failed(path, f"larger than {MAX_CONFIG_BYTES} bytes")
         try:
             config = export.read_model_server_config(path)
-        except (OSError, ValueError, ImportError) as e:
-            logger.error("Ignoring version labels: cannot read %s: %s", path, e)
-            return {}
-        return {c.name: dict(c.version_labels) for c in config.model_config_list.config}
+        except Exception as e:  # an untrusted file: whatever its parser raises (ParseError,
+            # RecursionError on deep nesting, OSError) means "unusable"
+            return self._config_failed(path, f"{type(e).__name__}: {str(e)[:300]}")
+        self._config_labels = {
+            c.name: {label: int(v) for label, v in c.version_labels.items()}
+            for c in config.model_config_list.config
+        }
+        if self._config_error is not None:
+            logger.info("%s is readable again; version labels updated.", path)
+        self._config_error = None
+        return self._config_labels
 
-    def _refresh_model(self, state: ModelState) -> None:
-        model_dir = self.base_dir / state.name
-        state.versions = export.list_versions(model_dir)
-        for v in list(state.loaded):
-            if v not in state.versions:
-                logger.info("Version %d of %s was removed; unloading it.", v, state.name)
-                del state.loaded[v]
-        state.failed = {v: f for v, f in state.failed.items() if v in state.versions}
-        state.serving = None
-        for v in reversed(state.versions):
-            if v in state.loaded or self._try_load(state, v) is not None:
-                state.serving = v
-                break
-        if state.serving is None and state.versions:
-            logger.error("Model %s has no loadable version among %s.", state.name, state.versions)
-        self._evict(state)
+    def _config_failed(self, path: Path, reason) -> dict[str, dict[str, int]]:
+        self._config_error = (f"{export.CONFIG_FILENAME} cannot be read ({self.public(str(reason))}); "
+                              "keeping the version labels it last had")
+        logger.error("Cannot read %s: %s; keeping its last good version labels.", path, reason)
+        return self._config_labels
 
-    def _try_load(self, state: ModelState, version: int) -> LoadedVersion | None:
-        path = self.base_dir / state.name / str(version)
+    def _refresh_model(self, name: str) -> None:
+        model_dir = self.base_dir / name
         try:
-            stamp = _stamp(path)
+            versions = export.list_versions(model_dir)
         except OSError as e:  # removed while scanning
-            logger.error("Cannot read %s: %s", path, e)
-            return None
-        previous = state.failed.get(version)
-        if previous is not None and previous[0] == stamp:
-            return None  # already logged; retried once the files change
+            logger.error("Cannot list %s: %s", model_dir, e)
+            versions = []
+        with self._lock:
+            state = self._models.get(name)
+            if state is None:
+                return
+            for v in [v for v in state.loaded if v not in versions]:
+                logger.info("Version %d of %s was removed; unloading it.", v, name)
+                del state.loaded[v]
+            state.versions = versions
+            state.failed = {v: f for v, f in state.failed.items() if v in versions}
+            loaded = dict(state.loaded)
+        # File checks and loads run without the lock: requests keep being served.
+        missing = {v: problem for v, lv in loaded.items() if (problem := _files_missing(lv))}
+        serving = None
+        for v in reversed(versions):
+            if v in loaded or self._load(name, v) is not None:
+                serving = v
+                break
+        with self._lock:
+            state = self._models.get(name)
+            if state is None:
+                return
+            for v, problem in missing.items():
+                if v not in state.files_missing:
+                    logger.error("Model %s version %d is loaded but %s on disk; serving it from "
+                                 "memory.", name, v, problem)
+            state.files_missing = missing
+            if serving is None and versions and state.serving is not None:
+                # Logged on the change only; each version's failure was logged once.
+                logger.error("Model %s has no loadable version among %s.", name, versions)
+            state.serving = serving
+            self._evict(state)
+
+    def _load(self, name: str, version: int) -> LoadedVersion | None:
+        """Load ``version`` once (concurrent callers wait for the same load).
+
+        Returns None if it does not load; the reason is in the model's ``failed``. A
+        version that already failed with the same files is not retried.
+        """
+        key = (name, version)
+        with self._lock:
+            state = self._models.get(name)
+            if state is None:
+                return None
+            if version in state.loaded:
+                return state.loaded[version]
+            event = self._loading.get(key)
+            owner = event is None
+            if owner:
+                event = self._loading[key] = threading.Event()
+            known = state.failed.get(version)
+        if not owner:
+            event.wait()
+            with self._lock:
+                state = self._models.get(name)
+                return None if state is None else state.loaded.get(version)
         try:
-            loaded = _load_version(state.name, version, path)
-        except ValueError as e:
-            state.failed[version] = (stamp, str(e))
-            self.load_failures += 1
-            logger.error("Skipping model %s version %d at %s: %s", state.name, version, path, e)
-            return None
-        state.failed.pop(version, None)
-        state.loaded[version] = loaded
-        logger.info("Loaded model %s version %d from %s", state.name, version, path)
-        return loaded
+            path = self.base_dir / name / str(version)
+            try:
+                stamp = _stamp(path)
+            except OSError as e:  # removed while scanning
+                logger.error("Cannot read %s: %s", path, e)
+                return None
+            if known is not None and known[0] == stamp:
+                return None  # already logged; retried once the files change
+            try:
+                loaded = _load_version(name, version, path)
+                error = None
+            except ValueError as e:
+                loaded, error = None, self.public(str(e))
+            with self._lock:
+                state = self._models.get(name)
+                if state is None:
+                    return None
+                if loaded is None:
+                    state.failed[version] = (stamp, error)
+                    self.load_failures += 1
+                    logger.error("Skipping model %s version %d at %s: %s", name, version, path, error)
+                    return None
+                state.failed.pop(version, None)
+                state.loaded[version] = loaded
+                logger.info("Loaded model %s version %d from %s", name, version, path)
+                return loaded
+        finally:
+            with self._lock:
+                del self._loading[key]
+            event.set()
 
     def _evict(self, state: ModelState) -> None:
         while len(state.loaded) > self.max_loaded_versions:
@@ -234,14 +412,20 @@ class ModelRepository:
 
     # ------------------------------------------------------------------ lookups
 
-    def get(self, name: str, version: int | None = None, label: str | None = None) -> LoadedVersion:
-        """Return a loaded version: the served one, or ``version``, or ``label``'s.
+    def public(self, message: str) -> str:
+        """``message`` with paths made relative to the base directory (for clients)."""
+        for prefix in self._path_prefixes:
+            message = message.replace(prefix + os.sep, "").replace(prefix, ".")
+        # Any other absolute path (a symlink target, a temporary file) is not shown.
+        return re.sub(r"(?<![\w.])/(?:[^\s'\"/]+/)+[^\s'\"]*", "<path>", message)
+
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> int:
+        """The version number a request means: ``version``, ``label``'s, or the served one.
 
         Raises:
-            ModelNotFound: for an unknown model, version or label, or a version that
-                does not load (the message says why).
+            ModelNotFound: for an unknown model, version or label, or a model with no
+                loadable version.
         """
-        self.refresh()
         with self._lock:
             state = self._models.get(name)
             if state is None:
@@ -256,23 +440,44 @@ class ModelRepository:
                 version = state.serving
             if version not in state.versions:
                 raise ModelNotFound(f"Version {version} of model {name!r} not found.")
-            loaded = state.loaded.get(version) or self._try_load(state, version)
-            if loaded is None:
-                reason = state.failed.get(version, ((), "its files cannot be read"))[1]
+            return version
+
+    def get(self, name: str, version: int | None = None, label: str | None = None) -> LoadedVersion:
+        """Return a loaded version: the served one, or ``version``, or ``label``'s.
+
+        A version that is not in memory yet is loaded first (outside the lock: other
+        requests are not held up).
+
+        Raises:
+            ModelNotFound: for an unknown model, version or label, or a version that
+                does not load (the message says why).
+        """
+        version = self.resolve(name, version, label)
+        with self._lock:
+            loaded = self._models[name].loaded.get(version) if name in self._models else None
+        if loaded is None:
+            loaded = self._load(name, version)
+        with self._lock:
+            state = self._models.get(name)
+            if loaded is None or state is None:
+                reason = (state.failed.get(version, ((), "its files cannot be read"))[1]
+                          if state is not None else "the model was removed")
                 raise ModelNotFound(f"Version {version} of model {name!r} cannot be loaded: {reason}")
-            state.loaded.move_to_end(version)
-            self._evict(state)
+            if version in state.loaded:
+                state.loaded.move_to_end(version)
+                self._evict(state)
             return loaded
 
-    def snapshot(self) -> list[dict[str, Any]]:
+    def snapshot(self) -> dict[str, Any]:
         """A JSON-ready description of every model (for ``GET /v1/models``)."""
-        self.refresh()
         with self._lock:
-            return [self._describe(s) for s in self._models.values()]
+            return {
+                "models": [self._describe(s) for s in self._models.values()],
+                "config_error": self._config_error,
+            }
 
     def describe(self, name: str) -> dict[str, Any]:
         """Like :meth:`snapshot` for one model; raises :class:`ModelNotFound`."""
-        self.refresh()
         with self._lock:
             if name not in self._models:
                 raise ModelNotFound(f"Model {name!r} not found under the base directory.")
@@ -288,11 +493,12 @@ class ModelRepository:
         served = state.loaded.get(state.serving) if state.serving is not None else None
         info: dict[str, Any] = {
             "name": state.name,
-            "versions": state.versions,
+            "versions": list(state.versions),
             "serving_version": state.serving,
             "loaded_versions": sorted(state.loaded),
             "failed_versions": {str(v): err for v, (_stamp, err) in sorted(state.failed.items())},
-            "labels": state.labels,
+            "files_missing": {str(v): p for v, p in sorted(state.files_missing.items())},
+            "labels": dict(state.labels),
         }
         if served is not None:
             info["input_shape"] = list(served.input_shape)

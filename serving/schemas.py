@@ -25,12 +25,19 @@ __all__ = [
 
 
 class BadRequest(Exception):
-    """A client error: the service answers ``status`` with ``{"error": message}``."""
+    """A client error: the service answers ``status`` with ``{"error": message}``.
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    Args:
+        message: What was wrong, naming the field or limit and the value received.
+        status: The HTTP status (4xx, or 503 for a full queue).
+        headers: Extra response headers (``Retry-After``, ``Connection: close``).
+    """
+
+    def __init__(self, message: str, status: int = 400, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.headers = headers
 
 
 class PredictRequest(BaseModel):
@@ -43,7 +50,7 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     signature_name: str | None = Field(
-        default=None, description="Only 'serving_default' is served on :predict."
+        default=None, description="'serving_default' (the default) or 'sensitivity' (columnar format)."
     )
     instances: Any = Field(default=None, description="Row format: a list of images.")
     inputs: Any = Field(default=None, description="Columnar format: a batch of images.")
@@ -77,7 +84,9 @@ class ImageReport(BaseModel):
     adversarial_class: int
     flipped: bool = Field(description="Whether the attack changed the prediction.")
     sensitivity_score: float = Field(
-        description="Mean over the layers and channels of |F(x) - F(x')| per position."
+        description="The activation shift under the export's attack: mean over the layers, "
+                    "channels and positions of |F(x) - F(x')|. A per-image instability "
+                    "measure, not an adversarial-example detector (docs/serving.md, section 4)."
     )
 
 
@@ -105,7 +114,7 @@ def validate(schema: type[BaseModel], payload: Any) -> BaseModel:
 
 
 def parse_images(value: Any, input_shape: tuple[int, ...], *, max_images: int,
-                 field: str = "images") -> np.ndarray:
+                 field: str = "images", may_hold_booleans: bool = True) -> np.ndarray:
     """Turn a JSON batch of images into a float32 array, checking everything.
 
     Args:
@@ -113,10 +122,19 @@ def parse_images(value: Any, input_shape: tuple[int, ...], *, max_images: int,
         input_shape: The model's image shape, e.g. ``(28, 28, 1)``.
         max_images: Largest batch accepted (413 above it).
         field: The field name used in error messages.
+        may_hold_booleans: False when the caller knows that no boolean can be among the
+            values (its JSON text has no ``true``/``false``), which skips a scan that
+            costs as much as the conversion itself.
 
     Raises:
         BadRequest: ragged or wrongly shaped arrays, non-numbers (strings, booleans,
-            null), an empty batch, too many images (413), values outside [0, 1] or NaN.
+            null, also a single boolean among numbers), an empty batch, too many
+            images (413), values outside [0, 1] (checked before the float32 cast, so
+            1.00000001 is refused), NaN or infinity.
+
+    Example:
+        >>> parse_images([[[[0.5]]]], (1, 1, 1), max_images=4).shape
+        (1, 1, 1, 1)
     """
     if not isinstance(value, list):
         raise BadRequest(f"Expected {field} to be a list of images. Received: {type(value).__name__}")
@@ -143,16 +161,19 @@ def parse_images(value: Any, input_shape: tuple[int, ...], *, max_images: int,
             f"Expected {field} of shape [batch, {', '.join(map(str, input_shape))}] "
             f"(here {list(want)}). Received: shape {list(arr.shape)}"
         )
-    arr = arr.astype(np.float32)
+    # NumPy turns a boolean among numbers into 1.0 or 0.0; only the Python objects tell.
+    if may_hold_booleans and bool in set(map(type, np.asarray(value, dtype=object).ravel())):
+        raise BadRequest(f"Expected {field} to hold numbers. Received: a boolean among them")
     if not np.isfinite(arr).all():
         raise BadRequest(f"Expected finite values in {field}. Received: NaN or infinity")
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0.0 or hi > 1.0:
+    # Checked at the precision received: 1.00000001 would round to 1.0 in float32.
+    lo, hi = arr.min(), arr.max()
+    if lo < 0 or hi > 1:
         raise BadRequest(
             f"Expected {field} values in [0, 1] (scale 0..255 images by 1/255). "
-            f"Received: min={lo:g}, max={hi:g}"
+            f"Received: min={float(lo)!r}, max={float(hi)!r}"
         )
-    return arr
+    return arr.astype(np.float32)
 
 
 def parse_labels(value: list[Any], n: int, num_classes: int) -> np.ndarray:

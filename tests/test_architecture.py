@@ -11,7 +11,7 @@ PACKAGES = ("keras_sns", "serving")
 
 # Rooms from the bottom up: a module may import its own room and the rooms below it.
 LAYERS = [
-    {"keras_sns", "keras_sns.config", "keras_sns.files"},
+    {"keras_sns", "keras_sns.config", "keras_sns.files", "keras_sns.precision"},
     {"keras_sns.data", "keras_sns.models"},
     {"keras_sns.attacks", "keras_sns.neurons"},
     {"keras_sns.evaluation"},

@@ -4,6 +4,7 @@ strength orderings on a small trained Fashion-MNIST CNN, and argument checks."""
 from __future__ import annotations
 
 import inspect
+import re
 
 import keras
 import numpy as np
@@ -21,8 +22,9 @@ from keras_sns.attacks import (
 )
 
 ALL_ATTACKS = [
-    "apgd_ce", "apgd_dlr", "cw_l2", "fgsm", "gaussian_noise", "nattack", "pgd_l2",
-    "pgd_linf", "spsa",
+    "apgd_ce", "apgd_dlr", "apgd_t", "autoattack", "cw_l2", "fab", "fab_t", "fgsm",
+    "fgsm_rs", "gaussian_noise", "n_fgsm", "nattack", "pgd_l2", "pgd_linf", "spsa",
+    "square", "trades_kl",
 ]
 # Cheap settings for the property tests (the paper's defaults are far too slow here).
 CHEAP = {
@@ -133,7 +135,7 @@ def test_registry_lists_every_attack():
 
 
 def test_unknown_name_lists_the_valid_ones():
-    expected = r"Unknown attack 'pgd'\. Expected one of: apgd_ce, .*pgd_linf, spsa\."
+    expected = rf"Unknown attack 'pgd'\. Expected one of: {re.escape(', '.join(ALL_ATTACKS))}\."
     with pytest.raises(ValueError, match=expected):
         attacks.get("pgd")
 
@@ -150,6 +152,91 @@ def test_config_round_trip(name):
     rebuilt = type(attack).from_config(config)
     assert rebuilt.get_config() == config
     assert type(attack).__name__ in repr(attack)
+
+
+@pytest.mark.parametrize("name", ALL_ATTACKS)
+def test_config_keys_are_the_keyword_arguments_of_init(name):
+    cls = attacks.get_class(name)
+    keywords = [p.name for p in inspect.signature(cls.__init__).parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    attack = attacks.get(name, **CHEAP.get(name, {}))
+    config = attack.get_config()
+    assert list(config) == keywords == list(cls.hyperparameters())
+    assert attacks.accepted_params(name) == attacks.accepted_params(cls) == set(keywords)
+    assert type(attack)(**config).get_config() == config
+    assert "get_config" not in vars(cls)  # derived once, in the base class
+
+
+def test_pgd_norms_share_one_loop():
+    for cls in (ProjectedGradientDescentLinf, ProjectedGradientDescentL2):
+        assert issubclass(cls, attacks.ProjectedGradientDescent)
+        assert "_attack" not in vars(cls)
+    assert issubclass(attacks.AutoProjectedGradientDescentTargeted, attacks.AutoProjectedGradientDescent)
+
+
+def test_a_subclass_forwarding_params_shows_its_parents_in_its_signature():
+    # pgd_l2 declares only eps (its own default) and forwards the rest with **params.
+    l2 = inspect.signature(ProjectedGradientDescentL2).parameters
+    assert list(l2) == ["eps", "steps", "step_size", "random_start", "seed"]
+    assert (l2["eps"].default, l2["steps"].default) == (80 / 255, 10)
+    assert inspect.signature(ProjectedGradientDescentLinf).parameters["eps"].default == 8 / 255
+    apgd_t = inspect.signature(attacks.AutoProjectedGradientDescentTargeted).parameters
+    assert list(apgd_t)[-2:] == ["seed", "n_target_classes"] and apgd_t["steps"].default == 100
+    with pytest.raises(TypeError, match="epsilon"):
+        ProjectedGradientDescentL2(epsilon=1.0)
+
+
+def test_build_accepts_every_spec_form():
+    pgd = attacks.get("pgd_linf", eps=0.1, steps=3, seed=0)
+    assert attacks.build(pgd) is pgd
+    rebuilt = attacks.build(pgd, steps=7)
+    assert rebuilt is not pgd and isinstance(rebuilt, ProjectedGradientDescentLinf)
+    assert rebuilt.get_config() == {**pgd.get_config(), "steps": 7}
+    assert attacks.build("fgsm").get_config() == {"eps": pytest.approx(8 / 255)}
+    assert attacks.build("fgsm", eps=0.2).get_config() == {"eps": 0.2}
+    flat = attacks.build({"name": "pgd_l2", "eps": 1.5, "steps": 4})
+    nested = attacks.build({"name": "pgd_l2", "params": {"eps": 1.5, "steps": 4}})
+    assert isinstance(flat, ProjectedGradientDescentL2)
+    assert flat.get_config() == nested.get_config()
+    assert (flat.eps, flat.steps) == (1.5, 4)
+    assert attacks.build({"name": "pgd_l2", "params": {"eps": 1.5}}, eps=2.0, seed=3).get_config() == {
+        **attacks.get("pgd_l2").get_config(), "eps": 2.0, "seed": 3}
+
+
+@pytest.mark.parametrize(
+    "spec, overrides, message",
+    [
+        (42, {}, r"Expected spec to be an Attack, a registered attack name or a dict with a "
+                 r"'name' key\. Received: spec=42"),
+        ({"eps": 0.1}, {}, r"Received: spec=\{'eps': 0\.1\}"),
+        ({"name": "fgsm", "params": {"eps": 0.1}, "eps": 0.2}, {},
+         r"Expected a spec \{'name': \.\.\., 'params': \{\.\.\.\}\} .* Received: spec="),
+        ({"name": "fgsm", "params": [0.1]}, {}, r"with a dict of params"),
+        ("deepfool", {}, r"Unknown attack 'deepfool'\. Expected one of: apgd_ce"),
+        ("fgsm", {"epsilon": 0.1},
+         r"Expected hyperparameters of the 'fgsm' attack, one of: eps\. Received: epsilon=0\.1"),
+        ({"name": "pgd_linf", "steps": 2, "step": 3}, {}, r"Received: step=3$"),
+        (attacks.get("fgsm"), {"steps": 3}, r"Received: steps=3"),
+        ("pgd_linf", {"eps": -1.0}, r"Expected eps >= 0\. Received: eps=-1\.0"),
+    ],
+)
+def test_build_rejects_bad_specs(spec, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        attacks.build(spec, **overrides)
+
+
+def test_accepted_and_filtered_params():
+    assert attacks.accepted_params("fgsm") == {"eps"}
+    assert attacks.accepted_params("pgd_linf") == {"eps", "steps", "step_size", "random_start", "seed"}
+    assert attacks.filter_params("fgsm", {"eps": 0.1, "steps": 20, "seed": 0}) == {"eps": 0.1}
+    shared = {"eps": 0.1, "steps": 20, "seed": 0, "n_queries": 100}
+    assert attacks.filter_params("square", shared) == {"eps": 0.1, "seed": 0, "n_queries": 100}
+    assert attacks.filter_params(CarliniWagnerL2, shared) == {}
+    with pytest.raises(ValueError, match=r"Expected a registered attack name or an Attack subclass\. "
+                                         r"Received: name_or_class=3"):
+        attacks.accepted_params(3)
+    with pytest.raises(ValueError, match=r"Unknown attack 'nope'"):
+        attacks.filter_params("nope", {})
 
 
 def test_paper_defaults():

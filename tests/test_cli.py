@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from keras_sns import models
 from keras_sns.cli import main
 from keras_sns.data import load_arrays
 
@@ -39,7 +40,9 @@ def test_short_run_writes_every_artefact(trained_run):
     assert config["epochs"] == 2 and config["batch_size"] == 32 and config["model"] == "small_cnn"
     assert config["input_shape"] == [28, 28, 1] and config["runtime"]["devices"] == ["CPU"]
     rows = list(csv.DictReader((out / "history.csv").open()))
-    assert len(rows) == 2 and {"accuracy", "loss", "val_accuracy", "val_loss"} <= set(rows[0])
+    # Vanilla trains through RobustModel too: the same columns as the other methods.
+    assert len(rows) == 2 and {"clean_acc", "loss", "ce_loss", "val_clean_acc",
+                               "val_loss"} <= set(rows[0])
     metrics = json.loads((out / "metrics.json").read_text())
     assert f"Test accuracy: {metrics['test_accuracy']:.4f}" in output
     assert str(out) in output
@@ -164,3 +167,116 @@ def test_console_script_runs_the_same_group():
     via_cli = subprocess.run([sys.executable, "cli.py", "models"], cwd=ROOT, capture_output=True,
                              text=True, check=True)
     assert via_script.stdout == via_cli.stdout and "small_cnn" in via_script.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# Issue 11: training attacks, frozen layers, validation loss, collapse, --limit.
+
+FAST = ["--batch-size", "32", "--epochs", "1", "--eval-steps", "1", "--precision", "float32"]
+
+
+@pytest.fixture(scope="module")
+def init_model(small_cnn_one_epoch, tmp_path_factory):
+    """small_cnn after one epoch, saved compiled: with Adam's state for all 12 weights."""
+    path = tmp_path_factory.mktemp("init") / "model.keras"
+    small_cnn_one_epoch.save(path)
+    return path
+
+
+@pytest.mark.parametrize("attack, message", [
+    ("spsa", "Expected a white-box attack for adversarial training"),
+    ("nattack", "Expected a white-box attack for adversarial training"),
+    ("deepfool", "Unknown attack 'deepfool'"),
+])
+def test_unusable_training_attacks_fail_before_anything_trains(attack, message, tmp_path):
+    out = tmp_path / "r"
+    result = CliRunner().invoke(main, ["train", "--method", "pat", "--attack", attack,
+                                       "--limit", "64", "--out", str(out)])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "Traceback" not in result.output and "TypeError" not in result.output
+    assert not out.exists()  # not even the vanilla stage started
+
+
+def test_training_attacks_get_only_the_settings_they_take():
+    from keras_sns.config import TrainConfig
+    from keras_sns.training import training_attack
+    from keras_sns.training.runs import training_attack_spec
+
+    def spec(**kwargs):
+        return training_attack_spec(TrainConfig(method="pat", seed=4, **kwargs))
+
+    assert spec(attack="fgsm") == {"name": "fgsm", "eps": 0.1}
+    assert spec(attack="pgd_linf", steps=3) == {"name": "pgd_linf", "eps": 0.1, "steps": 3,
+                                                "seed": 4}
+    # An L2 attack keeps its own radius unless --eps is given: 0.1 is an L-inf radius.
+    assert spec(attack="pgd_l2") == {"name": "pgd_l2", "steps": 10, "seed": 4}
+    assert spec(attack="pgd_l2", eps=0.5)["eps"] == 0.5
+    assert spec(attack="cw_l2") == {"name": "cw_l2"}  # no radius, steps or seed to take
+    for name in ("fgsm", "pgd_l2", "cw_l2", "apgd_ce"):
+        attack, config = training_attack(spec(attack=name))
+        assert attack.name == name and config["name"] == name
+
+
+def test_fgsm_training_and_limit_alone_bounds_validation_and_test(init_model, tmp_path):
+    out = tmp_path / "fgsm"
+    result = CliRunner().invoke(main, ["train", "--method", "pat", "--attack", "fgsm",
+                                       "--init", str(init_model), "--limit", "64",
+                                       "--out", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    robust = keras.models.load_model(out / "robust_model.keras")
+    assert robust.attack_config == {"name": "fgsm", "eps": 0.1}
+    config = json.loads((out / "config.json").read_text())
+    assert config["train_attack"] == {"name": "fgsm", "eps": 0.1}
+    # --limit 64 alone: 64 validation examples each epoch and 64 test examples, not all.
+    assert config["eval_limit_used"] == 64
+    assert json.loads((out / "evaluation.json").read_text())["num_examples"] == 64
+
+
+def test_freeze_below_saves_a_trainable_plain_model_and_val_loss_has_the_sns_term(
+        init_model, tmp_path):
+    import warnings
+
+    import keras_sns.training  # noqa: F401  (registers RobustModel)
+
+    out = tmp_path / "frozen"
+    result = CliRunner().invoke(main, [
+        "train", "--method", "sns", "--init", str(init_model), "--freeze-below",
+        "--layers", "conv3,conv4", "--k", "4", "--lam", "0.5", "--steps", "2",
+        "--limit", "64", "--out", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plain = keras.models.load_model(out / "model.keras")
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+    assert all(layer.trainable for layer in plain.layers)
+    assert len(plain.trainable_weights) == 12  # conv1..conv4, fc1, logits: kernel and bias
+    # The RobustModel keeps the fine-tuning's frozen layers (and its optimizer fits them).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        robust = keras.models.load_model(out / "robust_model.keras")
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+    frozen = [layer.name for layer in robust.base_model.layers
+              if not layer.trainable and layer.weights]
+    assert frozen == ["conv1", "conv2"] and len(robust.trainable_weights) == 8
+    # Validation reports the loss that training minimises, SNS term included.
+    (row,) = csv.DictReader((out / "history.csv").open())
+    val = {k: float(v) for k, v in row.items() if k.startswith("val_")}
+    assert val["val_sns_loss"] > 0
+    assert val["val_loss"] == pytest.approx(val["val_ce_loss"] + 0.5 * val["val_sns_loss"],
+                                            rel=1e-5)
+
+
+def test_a_collapsed_run_keeps_its_record_but_no_model(tmp_path):
+    # An untrained model that does not learn (lr 1e-9) stays at chance: the guard stops
+    # the run after its 50-batch window.
+    init = tmp_path / "untrained.keras"
+    keras.utils.set_random_seed(0)
+    models.build("small_cnn").save(init)
+    out = tmp_path / "collapsed"
+    result = CliRunner().invoke(main, [
+        "train", "--method", "pat", "--init", str(init), "--lr", "1e-9", "--steps", "2",
+        "--limit", "400", "--batch-size", "8", "--epochs", "1", "--precision", "float32",
+        "--out", str(out)])
+    assert result.exit_code == 1 and "training collapsed" in result.output, result.output
+    assert "config.json, history.csv and logs/ stay" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.csv", "logs"]

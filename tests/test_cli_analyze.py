@@ -91,6 +91,10 @@ def test_analyze_attacks_each_model_and_saves_its_examples(saved, tmp_path):
                  "--eps", 0.05, "--limit", 24, "--layers", ",".join(LAYERS), "--k", 3,
                  "--out", out)
     assert result.exit_code == 0, result.output
+    # Progress (issue 11): a bar over each model's 24 attacked examples, then one over
+    # the measurement and the two default studies.
+    assert result.output.count("24/24") == 2 and "3/3" in result.output
+    assert result.output.index("24/24") < result.output.index("3/3")
     report = json.loads((out / "sensitivity.json").read_text())
     assert report["attack"] == {"name": "fgsm", "params": {"eps": 0.05}}
     assert report["dataset"] == "fashion_mnist" and report["split"] == "test"

@@ -93,3 +93,66 @@ def test_corrupt_model_file(tmp_path):
     bad.write_bytes(b"this is not a zip")
     result = _run(["attack", "--model", str(bad), "--save-adv", str(tmp_path / "a.npz")])
     assert result.exit_code == 1 and "Cannot load a Keras model from" in result.output
+
+
+def test_eps_is_an_linf_radius_and_l2_attacks_take_l2_eps(model_file, tmp_path):
+    def radii(*extra):
+        out = tmp_path / f"e{len(extra)}"
+        result = _run(["evaluate", "--model", str(model_file), "--attacks", "fgsm,pgd_l2",
+                       "--eps", "0.05", "--steps", "2", "--limit", "16", "--no-cascade",
+                       "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        record = json.loads((out / "evaluation.json").read_text())
+        return [a["config"]["eps"] for a in record["attacks"]]
+
+    # pgd_l2 keeps its own L2 radius (80/255), not the L-inf 0.05 ...
+    assert radii() == [0.05, pytest.approx(80 / 255)]
+    # ... unless given one, in L2 units.
+    assert radii("--l2-eps", "1.5") == [0.05, 1.5]
+    # --param still overrides either.
+    assert radii("--param", "pgd_l2.eps=0.7") == [0.05, 0.7]
+
+
+def test_targeted_attack_reports_the_targeted_success_rate(model_file, tmp_path):
+    npz = tmp_path / "adv_t.npz"
+    result = _run(["attack", "--model", str(model_file), "--attack", "pgd_linf", "--eps", "0.2",
+                   "--steps", "10", "--target", "3", "--limit", "48", "--save-adv", str(npz)])
+    assert result.exit_code == 0, result.output
+    arrays = np.load(npz)
+    others = arrays["y"] != 3
+    rate = np.mean(arrays["pred_adv"][others] == 3)
+    assert 0 < rate and others.sum() < 48  # a real target, some examples already class 3
+    assert (f"Targeted success rate (class 3): {rate:.2%} ({int(rate * others.sum())} of the "
+            f"{others.sum()} examples not of class 3" in result.output)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cifar10_without_network_says_the_download_failed(model_file, tmp_path, monkeypatch):
+    # The real TFDS builder, offline: every request goes to a closed loopback port, once.
+    from tensorflow_datasets.core.download import downloader
+
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(var, f"http://127.0.0.1:{_closed_port()}")
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(downloader, "MAX_RETRIES", 0)
+    cifar = tmp_path / "cifar.keras"
+    models.build("small_cnn", input_shape=(32, 32, 3)).save(cifar)
+    result = _run(["evaluate", "--model", str(cifar), "--dataset", "cifar10", "--limit", "10",
+                   "--data-dir", str(tmp_path / "tfds"), "--out", str(tmp_path / "e")])
+    assert result.exit_code == 1
+    assert "tensorflow-datasets could not download 'cifar10'" in result.output
+    assert "No module named" not in result.output and "Traceback" not in result.output
+    # A model of the wrong shape is refused from the metadata alone, before any download.
+    result = _run(["evaluate", "--model", str(model_file), "--dataset", "cifar10",
+                   "--limit", "10", "--data-dir", str(tmp_path / "tfds"), "--out",
+                   str(tmp_path / "e")])
+    assert result.exit_code == 1 and "has images of shape (32, 32, 3)" in result.output
+

@@ -57,6 +57,6 @@ def test_cli_choices_come_from_config():
     assert choices["selection"] == config.SELECTIONS
     assert choices["preset"] == tuple(config.PRESETS)
     assert choices["strategy"] == config.STRATEGIES
-    assert choices["precision"] == config.PRECISIONS
+    assert choices["precision"] == config.PRECISION_CHOICES == ("auto", *config.PRECISIONS)
     (study,) = [p for p in main.get_command(ctx, "analyze").params if p.name == "study"]
     assert tuple(study.type.choices) == config.STUDIES

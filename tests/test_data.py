@@ -164,3 +164,79 @@ def test_bad_magic_is_reported(tmp_path):
     d = _copy_with(tmp_path, "t10k-labels-idx1-ubyte.gz", gzip.compress(b"\x00\x00\x08\x03" + bytes(20)))
     with pytest.raises(DatasetError, match=r"bad magic number"):
         load_arrays("fashion_mnist", "test", data_dir=d)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound, never listening, then closed: connections refused
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every HTTP(S) request of tensorflow-datasets goes to a closed loopback port, once.
+
+    The same as a machine without internet access, minus TFDS's 10 retries with backoff
+    (about 3.5 minutes): the download step fails at once, and never reaches the internet
+    even where there is one.
+    """
+    from tensorflow_datasets.core.download import downloader
+
+    proxy = f"http://127.0.0.1:{_closed_port()}"
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(var, proxy)
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(downloader, "MAX_RETRIES", 0)
+
+
+def test_real_tfds_builder_reads_metadata_offline_and_fails_only_at_download(no_network, tmp_path):
+    # The real cifar10 builder (no mock): its module imports (importlib_resources,
+    # tensorflow/datasets#11212), its metadata resolves with no network...
+    info = data.dataset_info("cifar10", "test", data_dir=tmp_path)
+    assert info.num_classes == 10 and info.input_shape == (32, 32, 3)
+    assert info.num_examples is None  # split sizes are known only once prepared
+    # ...and loading fails at the download step, with a message that says so.
+    with pytest.raises(DatasetError) as failure:
+        load_arrays("cifar10", "test", limit=10, data_dir=tmp_path)
+    message = str(failure.value)
+    assert message.startswith("tensorflow-datasets could not download 'cifar10' (")
+    assert "www.cs.toronto.edu" in message  # the dataset's own URL: the request was made
+    assert "tfds build cifar10" in message and "data_dir" in message
+    assert "No module named" not in message
+
+
+def test_a_missing_module_is_named_not_blamed_on_the_network(monkeypatch, tmp_path):
+    import tensorflow_datasets.core.dataset_builder as dataset_builder
+
+    def missing(self, *args, **kwargs):
+        raise ModuleNotFoundError("No module named 'importlib_resources'",
+                                  name="importlib_resources")
+
+    monkeypatch.setattr(dataset_builder.DatasetBuilder, "download_and_prepare", missing)
+    with pytest.raises(DatasetError) as failure:
+        load_arrays("mnist", "test", limit=10, data_dir=tmp_path)
+    message = str(failure.value)
+    assert "needs the Python module 'importlib_resources'" in message
+    assert "pip install importlib_resources" in message
+    assert "internet" not in message and "download" not in message
+
+
+def test_importlib_resources_is_declared_for_tensorflow_datasets():
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    assert any(d.replace("-", "_").startswith("importlib_resources") for d in deps), deps
+    import importlib_resources  # noqa: F401  (installed, as declared)
+
+
+def test_dataset_info_of_fashion_mnist_matches_the_loaded_split():
+    for split in ("validation", "test", "train[100:250]"):
+        info = data.dataset_info("fashion_mnist", split)
+        _, y, loaded = load_arrays("fashion_mnist", split)
+        assert info == loaded and info.num_examples == len(y)
+    assert data.dataset_info("fashion_mnist", "fit").num_examples == 54_000

@@ -146,3 +146,84 @@ def test_multi_worker_mirrored_strategy_matches_one_device(runs, worker, selecti
     result = runs[worker][selection]
     assert result["replicas"] == 2 and result["local_batch_sizes"] == [4]
     _assert_same_run(result, runs["single"][selection])
+
+
+# ---------------------------------------------------------------------------------------
+# `cli.py train --strategy multiworker`: two real worker processes on loopback ports,
+# sharing one --out, as docs/distributed.md tells a user to run them.
+
+CLI_TIMEOUT_S = 240  # one pair takes ~40 s (vanilla) and ~90 s (sns) on 2 busy CPU cores
+# float32: bfloat16 rounding could flip a near-tie between the chief's reported accuracy
+# and the saved model's, which the checks below compare exactly.
+TINY = ["--limit", "64", "--batch-size", "32", "--epochs", "1", "--eval-steps", "1", "--seed", "3",
+        "--precision", "float32"]
+
+
+def _train_on_two_workers(out: Path, *args: str) -> list[str]:
+    """Run `cli.py train` on two workers; return their outputs (worker 0 first)."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "cli.py", "train", "--strategy", "multiworker", "--out", str(out),
+             *TINY, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=_env(TF_CONFIG=json.dumps({"cluster": cluster,
+                                           "task": {"type": "worker", "index": i}})))
+        for i in range(2)
+    ]
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=CLI_TIMEOUT_S)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    for i, (p, text) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0, f"worker {i} exited with {p.returncode}:\n{text[-4000:]}"
+    return outputs
+
+
+def _check_chief_only_artefacts(out: Path, chief: str, other: str, *, files: tuple) -> None:
+    # The chief reports and writes; the other worker says where the results go, and
+    # keeps its own backup and logs apart, so no file is written by both.
+    assert "Test accuracy:" in chief and "nan" not in other.lower()
+    assert "Test accuracy" not in other and "the chief evaluates" in other
+    assert "crashed" not in chief  # the other worker waited for the chief's artefacts
+    for name in files:
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in (out / "worker1").iterdir()) == ["history.csv", "logs"]
+    assert not [p for p in out.rglob(".*")], "temporary files left behind"
+    settings = json.loads((out / "config.json").read_text())
+    assert settings["replicas"] == 2 and settings["strategy"] == "multiworker"
+    # The saved model reproduces the chief's reported test accuracy (64 test images).
+    import keras
+
+    from keras_sns.data import load_arrays
+
+    x, y, _ = load_arrays("fashion_mnist", "test", limit=64)
+    model = keras.models.load_model(out / "model.keras")
+    accuracy = float(np.mean(np.argmax(model.predict(x, verbose=0), -1) == y))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_examples"] == 64 and accuracy == pytest.approx(metrics["test_accuracy"])
+
+
+def test_cli_vanilla_on_two_workers(tmp_path):
+    out = tmp_path / "vanilla"
+    chief, other = _train_on_two_workers(out, "--method", "vanilla")
+    _check_chief_only_artefacts(out, chief, other, files=(
+        "model.keras", "config.json", "history.csv", "evaluation.json", "metrics.json"))
+
+
+def test_cli_sns_without_init_on_two_workers(tmp_path):
+    # The vanilla stage trains under the same strategy first, then SNS fine-tunes it.
+    out = tmp_path / "sns"
+    chief, other = _train_on_two_workers(out, "--method", "sns", "--vanilla-epochs", "1",
+                                         "--steps", "2", "--k", "2")
+    _check_chief_only_artefacts(out, chief, other, files=(
+        "model.keras", "robust_model.keras", "masks.json", "config.json", "history.csv",
+        "evaluation.json", "metrics.json", "vanilla/model.keras", "vanilla/config.json",
+        "vanilla/evaluation.json"))
+    assert sorted(p.name for p in (out / "vanilla" / "worker1").iterdir()) == ["history.csv", "logs"]
+    assert {len(v) for v in json.loads((out / "masks.json").read_text()).values()} == {2}
+    assert "| vanilla |" in chief

@@ -190,3 +190,23 @@ def test_generate_adversarial_arrays(tiny_trained_model, fmnist_small):
 def test_bad_input(tiny_trained_model, data, match):
     with pytest.raises(ValueError, match=match):
         evaluate(tiny_trained_model, data, [attacks.get("fgsm", eps=EPS)])
+
+
+def test_an_ensemble_runs_stage_by_stage_in_the_cascade(tiny_trained_model, fmnist_small):
+    # AutoAttack (reduced budget) is expanded into one row per stage; its accuracy after
+    # the last stage is what the ensemble itself leaves, and never above any stage's
+    # own accuracy run alone.
+    _, _, x, y = fmnist_small
+    x, y = x[:48], y[:48]
+    aa = attacks.get("autoattack", eps=0.05, steps=10, n_queries=50, n_target_classes=2, seed=0)
+    stages = [name for name, _ in aa.stages()]
+    result = evaluate(tiny_trained_model, (x, y), [aa], checks=False)
+    assert [r.name for r in result.rows] == [f"autoattack/{s}" for s in stages]
+    accs = [r.accuracy for r in result.rows]
+    assert accs == sorted(accs, reverse=True)  # a cascade only ever loses examples
+    assert all(r.seconds >= 0 for r in result.rows)
+    whole = evaluate(tiny_trained_model, (x, y), [aa], cascade=False, checks=False)
+    assert [r.name for r in whole.rows] == ["autoattack"]
+    for _, stage in aa.stages():
+        alone = evaluate(tiny_trained_model, (x, y), [stage], cascade=False, checks=False)
+        assert result.robust_accuracy <= alone.robust_accuracy + 1e-9

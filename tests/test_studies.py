@@ -336,3 +336,49 @@ def test_load_adversarial_npz_errors(trained, tmp_path):
     np.savez(tmp_path / "ok.npz", x=x, x_adv=x, y=y, pred_adv=y)
     xs, xa, ys = load_adversarial_npz(tmp_path / "ok.npz", model, limit=10)
     assert xs.shape == xa.shape == (10, 28, 28, 1) and ys.tolist() == y[:10].tolist()
+
+
+# ------------------------------------------------------------------- every figure
+
+UNIT = r"^.+ \(.+\)$"  # "quantity (unit)"
+
+
+def _series(ax) -> list[str]:
+    """The labelled curves and bar groups of a panel (the cut line and 0-line have none)."""
+    return [label for label in ax.get_legend_handles_labels()[1] if not label.startswith("_")]
+
+
+def test_every_figure_has_titles_units_and_legends(trained, suppression, targeted):
+    """Issue 11: targeted.png had no y-label on panel (a) and no axis labels on (b)."""
+    import re
+
+    model, x, y = trained
+    keras.utils.set_random_seed(5)
+    results = {}
+    for label, m in {"trained": model, "fresh": models.build("small_cnn")}.items():
+        x_adv = AttackSpec("fgsm", {"eps": 0.1}).build()(m, x[:20], y[:20]).numpy()
+        results[label] = measure_sensitivity(m, ["conv1", "relu4"], x[:20], x_adv)
+    sweep = eps_sweep({"trained": model}, ["relu4"], x[:20], y[:20], AttackSpec("fgsm"),
+                      [0.05, 0.1])
+    data = {
+        "profile": sensitivity_profile(results, k=0.1),
+        "ratio": ratio_profile(results, k=0.1),
+        "eps-sweep": sweep,
+        "targeted": {"models": {"vanilla": targeted[1], "pat": targeted[1]}},
+        "suppression": {"models": {"vanilla": suppression[1]}},
+    }
+    assert set(plots.FIGURES) == set(plots.PLOTTERS) == set(data)
+    for study, draw in plots.FIGURES.items():
+        fig = draw(data[study])
+        panels = [ax for ax in fig.axes if ax.get_visible()]
+        assert panels, study
+        assert fig.get_suptitle() or len(panels) == 1 and panels[0].get_title(), study
+        for ax in panels:
+            where = f"{study}: panel {ax.get_title()!r}"
+            assert ax.get_title(), where
+            assert re.match(UNIT, ax.get_xlabel()), f"{where}: x label {ax.get_xlabel()!r}"
+            assert re.match(UNIT, ax.get_ylabel()), f"{where}: y label {ax.get_ylabel()!r}"
+            if len(_series(ax)) > 1:
+                assert ax.get_legend() is not None or fig.legends, f"{where}: no legend"
+                shown = [t.get_text() for t in (ax.get_legend() or fig.legends[0]).get_texts()]
+                assert set(_series(ax)) <= set(shown), where

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 
 import tensorflow as tf
 
-from keras_sns.attacks.base import (
-    Attack,
-    check_eps,
-    check_int,
-    check_real,
-    check_seed,
-    make_generator,
+from keras_sns.attacks.base import Attack, check_eps, check_int, check_real
+from keras_sns.attacks.losses import (
+    check_dlr_classes,
+    cross_entropy,
+    dlr,
+    input_gradient,
+    is_adversarial,
+    targeted_dlr,
 )
-from keras_sns.attacks.losses import cross_entropy, dlr, input_gradient, targeted_dlr
 from keras_sns.attacks.projections import per_example, project_linf
 from keras_sns.attacks.registry import register
+from keras_sns.attacks.survivors import attack_survivors
 
-__all__ = ["AutoProjectedGradientDescentCE", "AutoProjectedGradientDescentDLR"]
+__all__ = [
+    "AutoProjectedGradientDescent",
+    "AutoProjectedGradientDescentCE",
+    "AutoProjectedGradientDescentDLR",
+]
 
 
-
-class _AutoProjectedGradientDescent(Attack):
+class AutoProjectedGradientDescent(Attack):
     """APGD (L-inf): PGD with momentum and a step size that adapts at checkpoints.
 
     The step starts at ``2 * eps``; every step is a signed-gradient step followed by a
@@ -33,20 +38,29 @@ class _AutoProjectedGradientDescent(Attack):
     point, when (1) the loss increased in at most ``rho`` of the steps since the last
     checkpoint, or (2) the step was not halved at the last checkpoint and the best loss
     has not improved since. Returns, per example, the last misclassified iterate if any,
-    else the iterate of highest loss.
+    else the iterate of highest loss (of the first run). Each of the ``restarts`` runs
+    after the first starts from a new random point and attacks only the examples no
+    earlier run has fooled (AutoAttack's restarts). With ``eot_iter > 1`` every gradient
+    is the mean of that many gradients (Expectation over Transformation, for models
+    with randomness at inference).
 
     Paper: "Reliable evaluation of adversarial robustness with an ensemble of diverse
     parameter-free attacks", Croce and Hein, ICML 2020. Distance: L-inf.
 
     Defaults: ``eps=8/255`` (the SNS paper's eps=8 on 0..255), ``steps=100``,
     ``rho=0.75`` and ``momentum=0.75`` (Croce & Hein's values; the SNS paper does not use
-    APGD). One run, no restarts. For Fashion-MNIST the usual radius is ``eps=0.1``.
+    APGD). One run (``restarts=1``), one gradient per step (``eot_iter=1``), as in
+    AutoAttack's standard version. For Fashion-MNIST the usual radius is ``eps=0.1``.
+
+    This base class is not registered; its subclasses choose the loss (:meth:`_loss`).
 
     Args:
         eps: L-inf radius in [0, 1] image units.
         steps: Number of iterations (N_iter).
         rho: Fraction of increasing steps below which the step size is halved.
         momentum: Weight alpha of the new step against the previous one.
+        restarts: Number of runs; each after the first only on the survivors.
+        eot_iter: Gradients averaged per step (Expectation over Transformation).
         seed: Seed of the random start (None: non-deterministic).
     """
 
@@ -59,34 +73,69 @@ class _AutoProjectedGradientDescent(Attack):
         steps: int = 100,
         rho: float = 0.75,
         momentum: float = 0.75,
+        restarts: int = 1,
+        eot_iter: int = 1,
         seed: int | None = None,
     ) -> None:
         self.eps = check_eps(eps, norm=self.norm)
         self.steps = check_int("steps", steps)
         self.rho = check_real("rho", rho, minimum=0.0, maximum=1.0)
         self.momentum = check_real("momentum", momentum, minimum=0.0, maximum=1.0)
-        self.seed = check_seed(seed)
-        self._rng = make_generator(self.seed)
-
-    def get_config(self) -> dict:
-        return {"eps": self.eps, "steps": self.steps, "rho": self.rho,
-                "momentum": self.momentum, "seed": self.seed}
+        self.restarts = check_int("restarts", restarts)
+        self.eot_iter = check_int("eot_iter", eot_iter)
+        self._set_seed(seed)
 
     @abc.abstractmethod
     def _loss(self, logits, y, target):
         """Per-example loss to ascend: cross-entropy (APGD-CE) or DLR (APGD-DLR)."""
 
     def _attack(self, model, x, y, target):
+        def run(x, y, target):
+            return self._single_run(model, x, lambda z: self._loss(z, y, target),
+                                    lambda z: is_adversarial(z, y, target))
+
+        def rerun(idx):
+            ts = None if target is None else tf.gather(target, idx)
+            return run(tf.gather(x, idx), tf.gather(y, idx), ts)
+
+        x_adv, found = run(x, y, target)
+        robust = ~found
+        for _ in range(self.restarts - 1):  # a few runs: unrolled at trace time
+            x_adv, robust = attack_survivors(rerun, x_adv, robust)
+        return x_adv
+
+    def _single_run(
+        self,
+        model,
+        x: tf.Tensor,
+        loss_fn: Callable[[tf.Tensor], tf.Tensor],
+        fooled_fn: Callable[[tf.Tensor], tf.Tensor],
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """One APGD run from a random start.
+
+        Args:
+            model: The model (logits out).
+            x: Clean images.
+            loss_fn: Per-example loss of the logits, to maximise.
+            fooled_fn: Boolean per example of the logits: the attack's goal is met.
+
+        Returns:
+            ``(x_result, found)``: per example the last iterate that met the goal, else
+            the iterate of highest loss; and whether the goal was met.
+        """
         n = tf.shape(x)[0]
         # Checkpoint intervals, in steps: the first is 22 % of the run, each next one 3 %
         # shorter, never below 6 % (the p_j recursion above).
         first, shrink, shortest = (max(int(f * self.steps), 1) for f in (0.22, 0.03, 0.06))
 
         def loss_and_grad(x_adv):
-            grad, loss, logits = input_gradient(model, x_adv, lambda z: self._loss(z, y, target))
-            fooled = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), target) if target is not None \
-                else tf.not_equal(tf.argmax(logits, -1, output_type=tf.int32), y)
-            return grad, loss, fooled
+            grad, loss, logits = input_gradient(model, x_adv, loss_fn)
+            if self.eot_iter > 1:  # EOT: average the gradients of a model that is random
+                for _ in tf.range(self.eot_iter - 1):
+                    more, loss, logits = input_gradient(model, x_adv, loss_fn)
+                    grad += more
+                grad /= float(self.eot_iter)
+            return grad, loss, fooled_fn(logits)
 
         x_adv = project_linf(x + self._rng.uniform(tf.shape(x), -self.eps, self.eps), x, self.eps)
         grad, loss, fooled = loss_and_grad(x_adv)
@@ -124,12 +173,12 @@ class _AutoProjectedGradientDescent(Attack):
                 halved_last_check, loss_best_last_check = halve, loss_best
                 increases = tf.zeros_like(increases)
                 interval, since_check = tf.maximum(interval - shrink, shortest), 0
-        return tf.where(per_example(found, x), x_best_adv, x_best)
+        return tf.where(per_example(found, x), x_best_adv, x_best), found
 
 
 @register("apgd_ce")
-class AutoProjectedGradientDescentCE(_AutoProjectedGradientDescent):
-    __doc__ = _AutoProjectedGradientDescent.__doc__ + """
+class AutoProjectedGradientDescentCE(AutoProjectedGradientDescent):
+    __doc__ = AutoProjectedGradientDescent.__doc__ + """
     This variant maximises the cross-entropy (targeted: minimises the target's).
 
     Example:
@@ -141,8 +190,8 @@ class AutoProjectedGradientDescentCE(_AutoProjectedGradientDescent):
 
 
 @register("apgd_dlr")
-class AutoProjectedGradientDescentDLR(_AutoProjectedGradientDescent):
-    __doc__ = _AutoProjectedGradientDescent.__doc__ + """
+class AutoProjectedGradientDescentDLR(AutoProjectedGradientDescent):
+    __doc__ = AutoProjectedGradientDescent.__doc__ + """
     This variant maximises the Difference of Logits Ratio, which is invariant to the
     scale of the logits; it needs at least 3 classes (4 when targeted).
 
@@ -151,12 +200,7 @@ class AutoProjectedGradientDescentDLR(_AutoProjectedGradientDescent):
     """
 
     def _check_num_classes(self, num_classes: int, targeted: bool) -> None:
-        needed = 4 if targeted else 3
-        if num_classes < needed:
-            raise ValueError(
-                f"Expected a model with at least {needed} classes for the "
-                f"{'targeted ' if targeted else ''}DLR loss. Received: {num_classes} classes"
-            )
+        check_dlr_classes(num_classes, targeted=targeted)
 
     def _loss(self, logits, y, target):
         return dlr(logits, y) if target is None else targeted_dlr(logits, y, target)

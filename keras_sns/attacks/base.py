@@ -3,25 +3,35 @@
 An attack is an immutable bag of hyperparameters (keyword-only, echoed by
 ``get_config``) and one method, ``_attack``, written in TensorFlow ops. The base class
 owns everything around it: validating the inputs at the public boundary, turning
-numpy into tensors, and compiling ``_attack`` once per (model, hyperparameters) with
+numpy into tensors, deriving ``get_config`` from the ``__init__`` signature, and
+compiling ``_attack`` once per (model, hyperparameters) with
 ``tf.function(reduce_retracing=True)`` so that repeated calls do not retrace.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
+import inspect
 import logging
 import math
 import numbers
 import weakref
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Attack"]
+__all__ = ["DEFAULT_EPS", "NORMS", "Attack"]
 
 logger = logging.getLogger(__name__)
+
+#: The distance measures of the attacks that take ``norm=``.
+NORMS = ("linf", "l2")
+#: The radius such an attack takes when ``eps`` is None: the SNS paper's eps=8 (L-inf)
+#: and eps=80 (L2) on the 0..255 scale, the defaults of ``pgd_linf`` and ``pgd_l2``.
+DEFAULT_EPS = MappingProxyType({"linf": 8 / 255, "l2": 80 / 255})
 
 
 class Attack(abc.ABC):
@@ -35,8 +45,11 @@ class Attack(abc.ABC):
     pushes every example towards its ``target`` class.
 
     The model must map images to **logits** (no softmax) and is always called with
-    ``training=False``. Subclasses implement ``_attack(model, x, y, target)`` with
-    TensorFlow ops only (``target`` is None for untargeted runs) and ``get_config``.
+    ``training=False``. Subclasses declare their hyperparameters as keyword-only
+    arguments of ``__init__`` (see :meth:`hyperparameters`), store each under an
+    attribute of the same name, and
+    implement ``_attack(model, x, y, target)`` with TensorFlow ops only (``target`` is
+    None for untargeted runs); ``get_config`` follows from the signature.
     """
 
     #: Registry name, set by :func:`keras_sns.attacks.register`.
@@ -48,9 +61,36 @@ class Attack(abc.ABC):
     #: Whether ``target=`` is accepted.
     supports_targeted: ClassVar[bool] = True
 
-    @abc.abstractmethod
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = vars(cls).get("__init__")
+        if init is not None and any(p.kind is inspect.Parameter.VAR_KEYWORD
+                                    for p in inspect.signature(init).parameters.values()):
+            init.__signature__ = _merged_signature(init, super(cls, cls).__init__)
+
+    @classmethod
+    def hyperparameters(cls) -> tuple[str, ...]:
+        """The names of the keyword-only arguments of ``__init__``, in signature order.
+
+        A subclass that adds or re-defaults a few hyperparameters may declare only those
+        and forward the rest with ``**params`` to its parent's ``__init__``: its
+        signature (``inspect.signature``, ``help()``) then lists the parent's too, with
+        their defaults.
+
+        Example:
+            >>> from keras_sns.attacks import FastGradientSignMethod
+            >>> FastGradientSignMethod.hyperparameters()
+            ('eps',)
+        """
+        return _keyword_only(cls.__init__)
+
     def get_config(self) -> dict[str, Any]:
-        """Return the hyperparameters, such that ``type(self)(**config)`` rebuilds it."""
+        """Return the hyperparameters, such that ``type(self)(**config)`` rebuilds it.
+
+        One entry per keyword-only argument of ``__init__``, read from the attribute
+        of the same name (the checked, normalised value the attack runs with).
+        """
+        return {name: getattr(self, name) for name in self.hyperparameters()}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Attack:
@@ -67,6 +107,11 @@ class Attack(abc.ABC):
 
     def _check_num_classes(self, num_classes: int, targeted: bool) -> None:
         """Hook for attacks that need a minimum number of classes (e.g. DLR)."""
+
+    def _set_seed(self, seed: int | None) -> None:
+        """Check and store ``seed``, and create the attack's own random stream from it."""
+        self.seed = check_seed(seed)
+        self._rng = make_generator(self.seed)
 
     # ------------------------------------------------------------------ calling
 
@@ -103,6 +148,14 @@ class Attack(abc.ABC):
         if target is not None:
             target = _as_labels(target, n, "target", num_classes)
         logger.debug("Running %r on a batch of %d (targeted=%s).", self, n, target is not None)
+        return self._run(model, x, y, target)
+
+    def _run(self, model, x: tf.Tensor, y: tf.Tensor, target: tf.Tensor | None) -> tf.Tensor:
+        """Run a validated, non-empty batch: through the compiled attack by default.
+
+        Ensembles override this to run their stages eagerly, one compiled attack at a
+        time, and log between them.
+        """
         return self._compiled(model)(x, y, target)
 
     def perturb(self, model, x: tf.Tensor, y: tf.Tensor, target: tf.Tensor | None = None) -> tf.Tensor:
@@ -140,6 +193,28 @@ class Attack(abc.ABC):
         return per_model[key]
 
 
+@functools.cache
+def _keyword_only(init) -> tuple[str, ...]:
+    return tuple(p.name for p in inspect.signature(init).parameters.values()
+                 if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def _merged_signature(init, parent_init) -> inspect.Signature:
+    """``init``'s signature with ``**params`` replaced by the parent's keyword arguments.
+
+    The parent's keyword-only arguments keep their order and defaults unless ``init``
+    declares them itself; the ones only ``init`` declares follow.
+    """
+    own = inspect.signature(init)
+    mine = {p.name: p for p in own.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    parent = [p for p in inspect.signature(parent_init).parameters.values()
+              if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    keywords = [mine.pop(p.name, p) for p in parent] + list(mine.values())
+    positional = [p for p in own.parameters.values()
+                  if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    return own.replace(parameters=positional + keywords)
+
+
 # ---------------------------------------------------------------------- validation
 
 
@@ -152,6 +227,16 @@ def check_eps(eps: float, *, norm: str | None) -> float:
             f"on the 0..255 scale is 8/255). Received: eps={eps}"
         )
     return value
+
+
+def check_threat_model(eps: float | None, norm: str) -> tuple[float, str]:
+    """Check ``norm`` (one of :data:`NORMS`) and ``eps``; None means the norm's default.
+
+    Returns:
+        ``(eps, norm)``, with ``eps`` from :data:`DEFAULT_EPS` when it was None.
+    """
+    norm = check_choice("norm", norm, NORMS)
+    return check_eps(DEFAULT_EPS[norm] if eps is None else eps, norm=norm), norm
 
 
 def check_real(name: str, value, *, minimum: float | None = None, strict: bool = False,
@@ -173,6 +258,14 @@ def check_int(name: str, value, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"Expected {name} >= {minimum}. Received: {name}={value}")
     return int(value)
+
+
+def check_choice(name: str, value, choices: tuple[str, ...]) -> str:
+    """Check that ``value`` is one of the strings ``choices``; return it."""
+    if value not in choices:
+        expected = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"Expected {name} to be one of {expected}. Received: {name}={value!r}")
+    return value
 
 
 def check_seed(seed) -> int | None:

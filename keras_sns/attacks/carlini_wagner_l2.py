@@ -79,15 +79,6 @@ class CarliniWagnerL2(Attack):
         self.iterations = check_int("iterations", iterations)
         self.learning_rate = check_real("learning_rate", learning_rate, minimum=0.0, strict=True)
 
-    def get_config(self) -> dict:
-        return {
-            "initial_const": self.initial_const,
-            "confidence": self.confidence,
-            "binary_search_steps": self.binary_search_steps,
-            "iterations": self.iterations,
-            "learning_rate": self.learning_rate,
-        }
-
     def _objective(self, model, w, x, labels, sign, const):
         """Per-example squared distance, margin and total loss at ``w``."""
         x_new = _to_image(w)

@@ -38,9 +38,6 @@ class FastGradientSignMethod(Attack):
     def __init__(self, *, eps: float = 8 / 255) -> None:
         self.eps = check_eps(eps, norm=self.norm)
 
-    def get_config(self) -> dict:
-        return {"eps": self.eps}
-
     def _attack(self, model, x, y, target):
         labels, sign = (y, 1.0) if target is None else (target, -1.0)
         grad, _, _ = input_gradient(model, x, lambda logits: cross_entropy(logits, labels))

@@ -6,7 +6,7 @@ import numbers
 
 import tensorflow as tf
 
-from keras_sns.attacks.base import Attack, as_images, check_model_input, check_seed, make_generator
+from keras_sns.attacks.base import Attack, as_images, check_model_input
 from keras_sns.attacks.projections import clip_to_box
 from keras_sns.attacks.registry import register
 
@@ -51,11 +51,7 @@ class GaussianNoise(Attack):
                 or not 1 <= severity <= len(GAUSSIAN_NOISE_STD)):
             raise ValueError(f"Expected severity to be an integer in 1..5. Received: severity={severity!r}")
         self.severity = int(severity)
-        self.seed = check_seed(seed)
-        self._rng = make_generator(self.seed)
-
-    def get_config(self) -> dict:
-        return {"severity": self.severity, "seed": self.seed}
+        self._set_seed(seed)
 
     @property
     def std(self) -> float:

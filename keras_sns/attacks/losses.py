@@ -11,10 +11,12 @@ from __future__ import annotations
 import tensorflow as tf
 
 __all__ = [
+    "check_dlr_classes",
     "cross_entropy",
     "dlr",
     "input_gradient",
     "is_adversarial",
+    "kl_divergence",
     "logit_margin",
     "predict_logits",
     "targeted_dlr",
@@ -24,6 +26,18 @@ __all__ = [
 def cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """Softmax cross-entropy of ``labels`` (maximise it to leave the class)."""
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+def kl_divergence(logits: tf.Tensor, logits_adv: tf.Tensor) -> tf.Tensor:
+    """``KL(softmax(logits) || softmax(logits_adv))`` per example: TRADES' robust loss.
+
+    Zero exactly where the two predictions agree, so an ascent from ``logits_adv ==
+    logits`` has a zero gradient (why TRADES starts from a small random point).
+    Computed from log-softmax on both sides, so saturated logits give no ``0 * log 0``.
+    """
+    log_p = tf.nn.log_softmax(logits, axis=-1)
+    log_q = tf.nn.log_softmax(logits_adv, axis=-1)
+    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
 
 
 def logit_margin(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
@@ -62,6 +76,19 @@ def targeted_dlr(logits: tf.Tensor, labels: tf.Tensor, target: tf.Tensor) -> tf.
     label_logit = tf.gather(logits, labels, batch_dims=1)
     target_logit = tf.gather(logits, target, batch_dims=1)
     return -(label_logit - target_logit) / (z[:, 0] - 0.5 * (z[:, 2] + z[:, 3]) + 1e-12)
+
+
+def check_dlr_classes(num_classes: int, *, targeted: bool) -> None:
+    """Raise unless the DLR loss is defined: 3 classes, or 4 for the targeted DLR.
+
+    Its denominator needs the third (untargeted) or fourth (targeted) largest logit.
+    """
+    needed = 4 if targeted else 3
+    if num_classes < needed:
+        raise ValueError(
+            f"Expected a model with at least {needed} classes for the "
+            f"{'targeted ' if targeted else ''}DLR loss. Received: {num_classes} classes"
+        )
 
 
 def is_adversarial(logits: tf.Tensor, y: tf.Tensor, target: tf.Tensor | None) -> tf.Tensor:

@@ -9,8 +9,6 @@ from keras_sns.attacks.base import (
     check_eps,
     check_int,
     check_real,
-    check_seed,
-    make_generator,
 )
 from keras_sns.attacks.losses import is_adversarial, predict_logits
 from keras_sns.attacks.projections import per_example, project_linf, samples_shape
@@ -88,19 +86,7 @@ class NAttack(Attack):
                 "Expected population to be a multiple of population_batch_size="
                 f"{self.population_batch_size}. Received: population={self.population}"
             )
-        self.seed = check_seed(seed)
-        self._rng = make_generator(self.seed)
-
-    def get_config(self) -> dict:
-        return {
-            "eps": self.eps,
-            "population": self.population,
-            "sigma": self.sigma,
-            "learning_rate": self.learning_rate,
-            "iterations": self.iterations,
-            "population_batch_size": self.population_batch_size,
-            "seed": self.seed,
-        }
+        self._set_seed(seed)
 
     def _loss(self, logits, labels, sign):
         """The authors' clipped log-probability margin: 0 once the goal is met."""

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import tensorflow as tf
 
-from keras_sns.attacks.base import (
-    Attack,
-    check_eps,
-    check_int,
-    check_real,
-    check_seed,
-    make_generator,
-)
-from keras_sns.attacks.losses import cross_entropy, input_gradient
+from keras_sns.attacks.projected_gradient_descent import ProjectedGradientDescent
 from keras_sns.attacks.projections import project_linf
 from keras_sns.attacks.registry import register
 
@@ -22,7 +14,7 @@ __all__ = ["ProjectedGradientDescentLinf"]
 
 
 @register("pgd_linf")
-class ProjectedGradientDescentLinf(Attack):
+class ProjectedGradientDescentLinf(ProjectedGradientDescent):
     """L-inf PGD: signed-gradient steps on the cross-entropy, projected after each step.
 
     Starts from a uniform random point of the eps-ball (``random_start=True``), takes
@@ -54,47 +46,14 @@ class ProjectedGradientDescentLinf(Attack):
 
     norm = "linf"
 
-    def __init__(
-        self,
-        *,
-        eps: float = 8 / 255,
-        steps: int = 10,
-        step_size: float | None = None,
-        random_start: bool = True,
-        seed: int | None = None,
-    ) -> None:
-        self.eps = check_eps(eps, norm=self.norm)
-        self.steps = check_int("steps", steps)
-        if step_size is not None:
-            step_size = check_real("step_size", step_size, minimum=0.0, strict=True)
-        self.step_size = step_size
-        self.random_start = bool(random_start)
-        self.seed = check_seed(seed)
-        self._rng = make_generator(self.seed)
+    def __init__(self, *, eps: float = 8 / 255, **params: Any) -> None:
+        super().__init__(eps=eps, **params)
 
-    def get_config(self) -> dict:
-        return {
-            "eps": self.eps,
-            "steps": self.steps,
-            "step_size": self.step_size,
-            "random_start": self.random_start,
-            "seed": self.seed,
-        }
+    def _random_start(self, x):
+        return x + self._rng.uniform(tf.shape(x), -self.eps, self.eps)
 
-    @property
-    def alpha(self) -> float:
-        """The step size actually used: ``step_size`` or ``eps / sqrt(steps)``."""
-        return self.eps / math.sqrt(self.steps) if self.step_size is None else self.step_size
+    def _direction(self, grad):
+        return tf.sign(grad)
 
-    def _attack(self, model, x, y, target):
-        labels, sign = (y, 1.0) if target is None else (target, -1.0)
-        x_adv = x
-        if self.random_start:
-            x_adv = project_linf(x + self._rng.uniform(tf.shape(x), -self.eps, self.eps), x, self.eps)
-        # A Python loop unrolls the steps into one graph: TensorFlow's graph optimiser
-        # (oneDNN fusions) does not reach inside a tf.while_loop body, and the rolled
-        # loop ran at 0.58x of the single-step floor on a CPU (docs/performance.md).
-        for _ in range(self.steps):
-            grad, _, _ = input_gradient(model, x_adv, lambda logits: cross_entropy(logits, labels))
-            x_adv = project_linf(x_adv + sign * self.alpha * tf.sign(grad), x, self.eps)
-        return x_adv
+    def _project(self, x_adv, x):
+        return project_linf(x_adv, x, self.eps)

@@ -1,16 +1,20 @@
-"""The name -> attack registry: ``register``, ``get`` and ``available``.
+"""The name -> attack registry, and the one way to build an attack from a spec.
 
 A new attack is one new module holding one :class:`~keras_sns.attacks.base.Attack`
 subclass decorated with ``@register("name")``; the CLI and the service find it here
-by name, with no string dispatch anywhere else.
+by name, with no string dispatch anywhere else. :func:`build` turns every form in
+which settings name an attack (an instance, a name, a dict) into an attack, and
+:func:`accepted_params` / :func:`filter_params` say which hyperparameters it takes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
-__all__ = ["available", "get", "get_class", "register"]
+from keras_sns.attacks.base import Attack
+
+__all__ = ["accepted_params", "available", "build", "filter_params", "get", "get_class", "register"]
 
 _REGISTRY: dict[str, type] = {}
 
@@ -73,3 +77,102 @@ def get(name: str, **params):
         >>> x_adv = attack(model, x, y)  # doctest: +SKIP
     """
     return get_class(name)(**params)
+
+
+def accepted_params(name_or_class: str | type[Attack]) -> set[str]:
+    """The keyword hyperparameters an attack takes (the keyword-only ``__init__`` arguments).
+
+    Args:
+        name_or_class: A registered name or an :class:`Attack` subclass.
+
+    Returns:
+        The set of hyperparameter names, e.g. ``{"eps"}`` for ``"fgsm"``.
+
+    Example:
+        >>> sorted(accepted_params("pgd_linf"))  # doctest: +SKIP
+        ['eps', 'random_start', 'seed', 'step_size', 'steps']
+    """
+    if isinstance(name_or_class, type) and issubclass(name_or_class, Attack):
+        return set(name_or_class.hyperparameters())
+    if isinstance(name_or_class, str):
+        return set(get_class(name_or_class).hyperparameters())
+    raise ValueError(
+        "Expected a registered attack name or an Attack subclass. "
+        f"Received: name_or_class={name_or_class!r}"
+    )
+
+
+def filter_params(name: str | type[Attack], params: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep only the entries of ``params`` that the attack ``name`` accepts.
+
+    For settings shared by several attacks (a common ``eps``, ``steps`` or ``seed``):
+    each attack takes what it understands and ignores the rest.
+
+    Example:
+        >>> filter_params("fgsm", {"eps": 0.1, "steps": 20, "seed": 0})  # doctest: +SKIP
+        {'eps': 0.1}
+    """
+    accepted = accepted_params(name)
+    return {key: value for key, value in params.items() if key in accepted}
+
+
+def build(spec: Attack | str | Mapping[str, Any], **overrides: Any) -> Attack:
+    """Build an attack from any of the forms settings use to name one.
+
+    Args:
+        spec: One of
+            - an :class:`Attack` instance: returned as is, or rebuilt from its config
+              with ``overrides`` applied when there are any;
+            - a registered name such as ``"pgd_linf"``;
+            - a dict ``{"name": "pgd_linf", "eps": 0.1, ...}``;
+            - a dict ``{"name": "pgd_linf", "params": {"eps": 0.1, ...}}``.
+        **overrides: Hyperparameters that replace the spec's own.
+
+    Returns:
+        The attack.
+
+    Raises:
+        ValueError: For any other spec, an unknown name, or a hyperparameter the attack
+            does not take (the message names the spec, the argument and its value).
+
+    Example:
+        >>> build("pgd_linf", eps=0.1)  # doctest: +SKIP
+        >>> build({"name": "pgd_linf", "params": {"eps": 0.1, "steps": 20}}, seed=0)  # doctest: +SKIP
+    """
+    if isinstance(spec, Attack):
+        if not overrides:
+            return spec
+        name, params = type(spec), spec.get_config()
+    elif isinstance(spec, str):
+        name, params = spec, {}
+    elif isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
+        name, params = spec["name"], _spec_params(spec)
+    else:
+        raise ValueError(
+            "Expected spec to be an Attack, a registered attack name or a dict with a "
+            f"'name' key. Received: spec={spec!r}"
+        )
+    cls = name if isinstance(name, type) else get_class(name)
+    params = {**params, **overrides}
+    accepted = cls.hyperparameters()
+    unknown = [key for key in params if key not in accepted]
+    if unknown:
+        received = ", ".join(f"{key}={params[key]!r}" for key in unknown)
+        raise ValueError(
+            f"Expected hyperparameters of the {cls.name or cls.__name__!r} attack, one of: "
+            f"{', '.join(accepted)}. Received: {received}"
+        )
+    return cls(**params)
+
+
+def _spec_params(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyperparameters of a dict spec: its ``params`` entry, or its other keys."""
+    rest = {key: value for key, value in spec.items() if key != "name"}
+    if "params" not in rest:
+        return rest
+    if len(rest) > 1 or not isinstance(rest["params"], Mapping):
+        raise ValueError(
+            "Expected a spec {'name': ..., 'params': {...}} with a dict of params and no "
+            f"other keys, or {{'name': ..., **params}}. Received: spec={dict(spec)!r}"
+        )
+    return dict(rest["params"])

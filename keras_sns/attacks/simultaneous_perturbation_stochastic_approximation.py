@@ -9,8 +9,6 @@ from keras_sns.attacks.base import (
     check_eps,
     check_int,
     check_real,
-    check_seed,
-    make_generator,
 )
 from keras_sns.attacks.losses import logit_margin, predict_logits
 from keras_sns.attacks.projections import per_example, project_linf, samples_shape
@@ -84,19 +82,7 @@ class SimultaneousPerturbationStochasticApproximation(Attack):
         self.learning_rate = check_real("learning_rate", learning_rate, minimum=0.0, strict=True)
         self.iterations = check_int("iterations", iterations)
         self.delta = check_real("delta", delta, minimum=0.0, strict=True)
-        self.seed = check_seed(seed)
-        self._rng = make_generator(self.seed)
-
-    def get_config(self) -> dict:
-        return {
-            "eps": self.eps,
-            "num_samples": self.num_samples,
-            "spsa_batch_size": self.spsa_batch_size,
-            "learning_rate": self.learning_rate,
-            "iterations": self.iterations,
-            "delta": self.delta,
-            "seed": self.seed,
-        }
+        self._set_seed(seed)
 
     def _loss(self, model, x_adv, labels, sign):
         """Margin loss to *minimise*, one value per image: < 0 once adversarial."""

@@ -74,7 +74,8 @@ def analyze(study, model_paths, attack, eps, steps, layers, limit, dataset, data
 
     STUDY is one of profile, ratio, eps-sweep, targeted, suppression (default:
     profile and ratio). Adversarial examples are made with --attack against each
-    model (and saved as adv_<model>.npz) unless --adv gives them.
+    model (and saved as adv_<model>.npz) unless --adv gives them. Progress bars follow
+    each model's attack, then the measurement and the studies.
     """
     from keras_sns import data, studies
     from keras_sns import models as model_registry
@@ -100,7 +101,7 @@ def analyze(study, model_paths, attack, eps, steps, layers, limit, dataset, data
             adversarial, source = None, {"dataset": dataset, "split": split}
         written = studies.run_analysis(
             models, x, y, config, out, adversarial=adversarial,
-            metadata={"model_paths": dict(zip(labels, model_paths)), **source})
+            metadata={"model_paths": dict(zip(labels, model_paths)), **source}, progress=True)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"Analysed {len(x)} examples with {len(models)} model(s): {', '.join(labels)}")

@@ -27,26 +27,30 @@ def _parse_params(pairs) -> dict[str, dict]:
     return out
 
 
-def _build_attacks(names, eps, steps, seed, params):
-    """Attacks by name; --eps/--steps/--seed go to the attacks that take them."""
-    import inspect
+def _attack_norm(name: str, params: dict) -> str | None:
+    """The distance an attack bounds: its class's, or its ``norm`` hyperparameter's."""
+    from keras_sns import attacks
 
+    if "norm" in attacks.accepted_params(name):  # fab, square: an instance decides
+        return attacks.build({"name": name, **attacks.filter_params(name, params)}).norm
+    return attacks.get_class(name).norm
+
+
+def _build_attacks(names, eps, steps, seed, params, l2_eps=None):
+    """Attacks by name; --eps (or --l2-eps for L2 attacks), --steps and --seed go to the
+    attacks that take them, and --param ATTACK.NAME=VALUE overrides any of them."""
     from keras_sns import attacks
 
     built = []
     for name in names:
-        cls = attacks.get_class(name)
-        accepted = inspect.signature(cls.__init__).parameters
-        kwargs = {k: v for k, v in (("eps", eps), ("steps", steps), ("seed", seed))
-                  if v is not None and k in accepted}
         extra = params.get(name, {})
-        unknown = sorted(set(extra) - set(accepted) - {"self"})
-        if unknown:
-            valid = ", ".join(p for p in accepted if p != "self")
-            raise ValueError(f"Attack {name!r} has no parameter {', '.join(unknown)}. "
-                             f"Its parameters: {valid}")
-        kwargs.update(extra)
-        built.append(attacks.get(name, **kwargs))
+        # An L-inf radius is no L2 radius (0.1 in L2 is a tenth of one pixel's range):
+        # L2 attacks take --l2-eps, or keep their own default.
+        radius = l2_eps if _attack_norm(name, extra) == "l2" else eps
+        shared = {k: v for k, v in (("eps", radius), ("steps", steps), ("seed", seed))
+                  if v is not None}
+        built.append(attacks.build({"name": name,
+                                    **attacks.filter_params(name, shared), **extra}))
     return built
 
 
@@ -60,9 +64,14 @@ def _eval_options(fn):
         click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                      help="Folder of the dataset's local files."),
         click.option("--eps", type=float, default=None,
-                     help="Perturbation radius for attacks that take one, in [0, 1] image "
-                          "units (Fashion-MNIST: 0.1; CIFAR: 8/255 = 0.0314). Default: each "
-                          "attack's own (the paper's)."),
+                     help="L-inf radius for the attacks that take one (every attack with a "
+                          "radius except the L2 ones), in [0, 1] image units (Fashion-MNIST: "
+                          "0.1; CIFAR: 8/255 = 0.0314). Default: each attack's own (the "
+                          "paper's)."),
+        click.option("--l2-eps", type=float, default=None,
+                     help="L2 radius for the L2 attacks (pgd_l2; fab and square with "
+                          "norm='l2'), the L2 norm of the whole perturbation in [0, 1] image "
+                          "units. Default: each attack's own (pgd_l2: 80/255 = 0.31)."),
         click.option("--steps", type=click.IntRange(min=1), default=None,
                      help="Iterations for iterative attacks. Default: each attack's own."),
         click.option("--param", "params", multiple=True, metavar="ATTACK.NAME=VALUE",
@@ -84,13 +93,15 @@ def _load_model_and_data(model_path, dataset, split, data_dir, limit, batch_size
     from keras_sns import data, models
 
     model = models.load(model_path)
-    ds, info = data.load_dataset(dataset, split, limit=limit, batch_size=batch_size,
-                                 shuffle=False, data_dir=data_dir)
+    # Checked on the metadata first: a mismatch fails before any data is downloaded.
+    info = data.dataset_info(dataset, split, data_dir=data_dir)
     if tuple(model.input_shape[1:]) != tuple(info.input_shape):
         raise ValueError(
             f"The model takes inputs of shape {tuple(model.input_shape[1:])} but {dataset!r} "
             f"has images of shape {info.input_shape}: pick the dataset it was trained on."
         )
+    ds, info = data.load_dataset(dataset, split, limit=limit, batch_size=batch_size,
+                                 shuffle=False, data_dir=data_dir)
     return model, ds, info
 
 
@@ -103,12 +114,12 @@ def _load_model_and_data(model_path, dataset, split, data_dir, limit, batch_size
                    "cascade (where an example is robust only if it survives all attacks).")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/evaluation",
               help="Output directory for evaluation.json and evaluation.md.")
-def evaluate(model_path, dataset, split, data_dir, eps, steps, params, seed, limit, batch_size,
-             attack_names, no_cascade, out):
+def evaluate(model_path, dataset, split, data_dir, eps, l2_eps, steps, params, seed, limit,
+             batch_size, attack_names, no_cascade, out):
     """Robust accuracy of a model under a list of attacks (worst case per example).
 
-    Attacks: apgd_ce, apgd_dlr, cw_l2, fgsm, gaussian_noise, nattack, pgd_l2, pgd_linf,
-    spsa. Writes evaluation.json and evaluation.md into --out and prints the table.
+    Attacks: any name of keras_sns.attacks.available() (fgsm, pgd_linf, pgd_l2, cw_l2,
+    apgd_ce, autoattack, spsa, nattack, square, gaussian_noise, ...). Writes evaluation.json and evaluation.md into --out and prints the table.
     Warnings flag results that are probably not what they seem (probability outputs,
     vanishing gradients, a black-box attack beating the white-box ones).
     """
@@ -124,7 +135,7 @@ def evaluate(model_path, dataset, split, data_dir, eps, steps, params, seed, lim
         if unused:
             raise ValueError(f"--param names attack(s) {', '.join(sorted(unused))} that are "
                              f"not in --attacks {','.join(names)}")
-        attack_list = _build_attacks(names, eps, steps, seed, _parse_params(params))
+        attack_list = _build_attacks(names, eps, steps, seed, _parse_params(params), l2_eps)
         model, ds, _ = _load_model_and_data(model_path, dataset, split, data_dir, limit, batch_size)
         result = run_evaluation(model, ds, attack_list, cascade=not no_cascade, limit=limit,
                                 progress=True)
@@ -143,19 +154,25 @@ def evaluate(model_path, dataset, split, data_dir, eps, steps, params, seed, lim
 @_eval_options
 @click.option("--attack", "attack_name", default="pgd_linf", help="The attack to run.")
 @click.option("--target", type=click.IntRange(min=0), default=None,
-              help="Target class for a targeted attack (default: untargeted).")
+              help="Target class for a targeted attack (default: untargeted); the targeted "
+                   "success rate is reported.")
 @click.option("--save-adv", type=click.Path(dir_okay=False), required=True,
               help="The .npz file to write: x, x_adv, y, pred_clean, pred_adv.")
-def attack(model_path, dataset, split, data_dir, eps, steps, params, seed, limit, batch_size,
-           attack_name, target, save_adv):
-    """Attack a dataset split and save the adversarial examples for later analysis."""
+def attack(model_path, dataset, split, data_dir, eps, l2_eps, steps, params, seed, limit,
+           batch_size, attack_name, target, save_adv):
+    """Attack a dataset split and save the adversarial examples for later analysis.
+
+    Prints clean accuracy and accuracy under the attack; with --target T, also the
+    targeted success rate: the share of the examples not of class T that the attack
+    turned into T.
+    """
     import numpy as np
 
     from keras_sns.data import DatasetError
     from keras_sns.evaluation import generate_adversarial
 
     try:
-        (atk,) = _build_attacks([attack_name], eps, steps, seed, _parse_params(params))
+        (atk,) = _build_attacks([attack_name], eps, steps, seed, _parse_params(params), l2_eps)
         model, ds, _ = _load_model_and_data(model_path, dataset, split, data_dir, limit, batch_size)
         arrays = generate_adversarial(model, ds, atk, limit=limit, progress=True, target=target)
     except (ValueError, DatasetError, FileNotFoundError) as e:
@@ -165,4 +182,12 @@ def attack(model_path, dataset, split, data_dir, eps, steps, params, seed, limit
     adv = float(np.mean(arrays["pred_adv"] == arrays["y"]))
     click.echo(f"{len(arrays['y'])} examples: clean accuracy {clean:.2%}, "
                f"under {attack_name} {adv:.2%}")
+    if target is not None:
+        # Examples already of the target class cannot be turned into it (section IV-B's
+        # D^y leaves them out too).
+        others = arrays["y"] != target
+        hits = int(np.sum(arrays["pred_adv"][others] == target))
+        rate = hits / int(others.sum()) if others.any() else float("nan")
+        click.echo(f"Targeted success rate (class {target}): {rate:.2%} ({hits} of the "
+                   f"{int(others.sum())} examples not of class {target} now classified as it)")
     click.echo(f"Saved x, x_adv, y, pred_clean, pred_adv to {save_adv}")

@@ -71,12 +71,24 @@ def export_command(model_path, name, base_dir, version, label, layers, k, attack
               help="Largest request body, in MiB.")
 @click.option("--poll-interval", type=click.FloatRange(min=0), default=2.0,
               help="Seconds between scans of the base directory for new versions.")
+@click.option("--allowed-hosts", default="localhost,127.0.0.1,::1",
+              help="Comma-separated Host header names answered (DNS-rebinding guard); add the "
+                   "names clients use when binding every interface with --host 0.0.0.0.")
+@click.option("--max-queue", type=click.IntRange(min=1), default=64,
+              help="Predictions waiting for a worker before the service answers 503.")
+@click.option("--max-report-queue", type=click.IntRange(min=1), default=4,
+              help="Sensitivity reports waiting for a worker before the service answers 503.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=256,
+              help="Open connections before new ones get 503.")
 def serve_command(base_dir, host, port, workers, max_images, max_sensitivity_images,
-                  max_attack_steps, max_attack_eps, max_body_mb, poll_interval):
+                  max_attack_steps, max_attack_eps, max_body_mb, poll_interval, allowed_hosts,
+                  max_queue, max_report_queue, max_connections):
     """Serve the exports under BASE_DIR: predictions and sensitivity reports over HTTP.
 
-    Routes: /healthz, /v1/models, /v1/models/NAME:predict (TF Serving REST format),
-    /v1/models/NAME/sensitivity, /metrics (Prometheus) and /docs (OpenAPI).
+    Routes: /healthz, /v1/models, /v1/models/NAME[/versions/V|/labels/L] (status,
+    /metadata, :predict, :classify in TF Serving's REST format, /sensitivity),
+    /metrics (Prometheus) and /docs (OpenAPI, served offline). Limits and status codes:
+    docs/serving.md.
     """
     try:
         from serving import ServiceSettings, run
@@ -93,6 +105,10 @@ def serve_command(base_dir, host, port, workers, max_images, max_sensitivity_ima
             max_body_bytes=int(max_body_mb * 1024 * 1024),
             workers=workers,
             poll_interval_s=poll_interval,
+            allowed_hosts=tuple(h.strip() for h in allowed_hosts.split(",") if h.strip()),
+            max_queue=max_queue,
+            max_report_queue=max_report_queue,
+            max_connections=max_connections,
         )
     except ValueError as e:
         raise click.ClickException(str(e)) from None

@@ -154,6 +154,28 @@ def _predict(model, x) -> np.ndarray:
     return np.asarray(model(tf.convert_to_tensor(x), training=False))
 
 
+def _plan(attacks: Sequence[Attack], cascade: bool) -> tuple[list[str], list[Attack]]:
+    """Row names and attacks to run; in a cascade, an ensemble runs stage by stage.
+
+    An ensemble (an attack with a ``stages()`` method, such as AutoAttack) is itself a
+    worst-case cascade, so inside our cascade its stages can run as rows of their own,
+    named ``"ensemble/stage"``: the report then shows the accuracy and time after each
+    stage. Without a cascade the ensemble runs whole, as one row.
+    """
+    names, plan = [], []
+    for a in attacks:
+        if not isinstance(a, Attack):
+            raise ValueError(f"Expected attacks built with keras_sns.attacks.get(). Received: {a!r}")
+        if cascade and callable(getattr(a, "stages", None)):
+            for stage_name, stage in a.stages():
+                names.append(f"{a.name}/{stage_name}")
+                plan.append(stage)
+        else:
+            names.append(a.name)
+            plan.append(a)
+    return names, plan
+
+
 def evaluate(
     model: keras.Model,
     data,
@@ -172,8 +194,9 @@ def evaluate(
         data: A batched ``tf.data.Dataset`` of (images, labels), or a tuple ``(x, y)``.
         attacks: Attack objects (``keras_sns.attacks.get(name, ...)``), run in order.
         cascade: Worst case per example (default): each attack runs only on examples
-            that survived every earlier one. False: each attack runs on every
-            correctly classified example.
+            that survived every earlier one, and an ensemble (AutoAttack) runs stage by
+            stage, one row per stage (``"autoattack/apgd_ce"``, ...). False: each attack
+            runs on every correctly classified example, an ensemble as one row.
         batch_size: Batch size when ``data`` is arrays.
         limit: Evaluate on the first ``limit`` examples.
         progress: Show a Keras progress bar over batches.
@@ -182,10 +205,7 @@ def evaluate(
     Returns:
         An :class:`EvaluationResult` (``.to_json()``, ``.to_markdown()``).
     """
-    attacks = list(attacks)
-    for a in attacks:
-        if not isinstance(a, Attack):
-            raise ValueError(f"Expected attacks built with keras_sns.attacks.get(). Received: {a!r}")
+    names, attacks = _plan(attacks, cascade)
     notes: list[str] = []
     n_total, n_clean = 0, 0
     still = [0] * len(attacks)  # correct after attack i (cascade: after attacks 0..i)
@@ -221,8 +241,8 @@ def evaluate(
             bar.add(len(y))
     if n_total == 0:
         raise ValueError("Expected at least one example to evaluate. Received: an empty dataset")
-    rows = [AttackRow(a.name, a.get_config(), a.black_box, still[i] / n_total, ran[i], fooled[i],
-                      round(seconds[i], 3)) for i, a in enumerate(attacks)]
+    rows = [AttackRow(names[i], a.get_config(), a.black_box, still[i] / n_total, ran[i],
+                      fooled[i], round(seconds[i], 3)) for i, a in enumerate(attacks)]
     if checks:
         check_black_box(rows, cascade, notes)
     return EvaluationResult(n_total, n_clean / n_total, rows, cascade, notes)

@@ -13,14 +13,22 @@ whose inputs and outputs carry real names:
   adversarial images come from the attack's own :meth:`~keras_sns.attacks.Attack.perturb`,
   run inside the graph, so TF Serving computes the report without Python.
 
-The version directory is written next to its final place under a hidden name and
-renamed when complete: TF Serving (which only loads all-digit directory names) and
-:mod:`serving` never see a partial version. The export then merges the model into
+The version directory is written next to its final place under a hidden name
+(``.tmp-VERSION-TOKEN-PID@HOST``), flushed to disk (``fsync``) and renamed when complete:
+TF Serving (which only loads all-digit directory names) and :mod:`serving` never see a
+partial version, and a power cut never leaves a renamed but empty one. Its folders and
+files get the modes a plain ``mkdir``/``open`` would give (``0755``/``0644`` under the
+usual umask 022), so a server running as another user can read them. Temporary folders
+that a killed export left behind are removed by the next export into the same model
+folder (those of a process that is gone, or from another host and older than a day).
+The export then merges the model into
 ``BASE_DIR/models.config`` (a ``ModelServerConfig`` text proto: name, absolute
 base path, platform, version policy, labels) and writes ``BASE_DIR/monitoring.config``
 (a ``MonitoringConfig`` enabling Prometheus), both built from protos and printed with
 ``google.protobuf.text_format``. A model already in the config is updated; no model is
-ever dropped.
+ever dropped. The merge is recorded before the rename and re-run by the next export if
+the process dies in between, so a version's label is never lost
+(:func:`keras_sns.export.complete_pending_merges`).
 
 The export settings (layers, k, attack) are also stored in the version directory, in
 ``assets.extra/keras_sns.json``; TF Serving ignores that folder except for warm-up files.
@@ -38,13 +46,14 @@ TF Serving config protos.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
 import re
+import secrets
 import shutil
-import tempfile
+import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +64,10 @@ import tensorflow as tf
 
 from keras_sns import attacks
 from keras_sns.export.tf_serving import (
+    complete_pending_merges,
     list_versions,
     merge_model_server_config,
+    record_pending_merge,
     write_monitoring_config,
 )
 from keras_sns.neurons.measure import channel_deviation
@@ -70,6 +81,7 @@ __all__ = [
     "ExportResult",
     "default_layers",
     "export",
+    "remove_stale_temporaries",
     "validate_name",
 ]
 
@@ -186,7 +198,9 @@ def _signatures(model, probe_model, layers, ks, attack, input_shape):
 
     @tf.function(input_signature=[images_spec])
     def serving_default(images):
-        logits = model(images, training=False)
+        # float32 whatever the model computes in: a mixed_bfloat16 model's logits would
+        # otherwise leave as DT_BFLOAT16, which TF Serving's JSON writer cannot encode.
+        logits = tf.cast(model(images, training=False), tf.float32)
         return {
             "logits": logits,
             "probabilities": tf.nn.softmax(logits, axis=-1),
@@ -297,13 +311,14 @@ def export(
             f"Expected a gradient attack for the sensitivity signature. Received: attack={attack!r}"
         )
     # Attacks without steps (FGSM) or a seed take the settings they have.
-    accepted = inspect.signature(attack_cls).parameters
-    settings = {"eps": eps, "steps": steps, "seed": seed}
-    attack_obj = attack_cls(**{key: v for key, v in settings.items() if key in accepted})
+    attack_obj = attack_cls(**attacks.filter_params(attack_cls, {"eps": eps, "steps": steps,
+                                                                 "seed": seed}))
 
     base = Path(base_dir).absolute()
     model_dir = base / name
     model_dir.mkdir(parents=True, exist_ok=True)
+    complete_pending_merges(base)
+    remove_stale_temporaries(model_dir)
     if version is None:
         existing = list_versions(model_dir)
         version = existing[-1] + 1 if existing else 1
@@ -326,22 +341,108 @@ def export(
     module, signatures = _signatures(model, probe_model, layers, ks, attack_obj, input_shape)
 
     # Written under a hidden name in the model's own directory (same filesystem), then
-    # renamed: rename is atomic, and TF Serving only picks up all-digit names.
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
+    # renamed: rename is atomic, and TF Serving only picks up all-digit names. os.mkdir
+    # (not tempfile.mkdtemp, which makes 0700 folders) so that the umask decides the mode.
+    tmp = model_dir / _temporary_name(version)
+    os.mkdir(tmp)
+    pending = None
     try:
         tf.saved_model.save(module, str(tmp), signatures=signatures)
         meta_path = tmp / METADATA_PATH
         meta_path.parent.mkdir(parents=True, exist_ok=True)
         meta_path.write_text(json.dumps(metadata, indent=2) + "\n")
+        _fsync_tree(tmp)
+        pending = record_pending_merge(base, name, version, label)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if pending is not None:
+            pending.unlink(missing_ok=True)
         raise
+    _fsync_path(model_dir)  # the rename itself
     logger.info("Exported %s version %d to %s", name, version, final)
 
+    # A crash from here on leaves the pending record: the next export merges it.
     config_path = merge_model_server_config(base, name, version, label)
     monitoring_path = write_monitoring_config(base)
+    pending.unlink(missing_ok=True)
     return ExportResult(name, version, final, config_path, monitoring_path, metadata)
+
+
+# .tmp-VERSION-TOKEN-PID@HOST: who wrote it, so that a later export can tell a dead
+# writer's leftovers from an export still running.
+_TEMPORARY_RE = re.compile(r"^\.tmp-\d+-[0-9a-f]+-(\d+)@(.+)$")
+# Leftovers whose writer cannot be checked (another host, an older naming) are removed
+# once they are this old.
+_FOREIGN_TEMPORARY_AGE_S = 24 * 3600
+_UNNAMED_TEMPORARY_AGE_S = 3600
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
+
+
+def _temporary_name(version: int) -> str:
+    return f".tmp-{version}-{secrets.token_hex(4)}-{os.getpid()}@{_host()}"
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(model_dir: str | os.PathLike) -> list[Path]:
+    """Remove the hidden ``.tmp-*`` folders that killed exports left in ``model_dir``.
+
+    A folder is stale when the process that wrote it (named in it) is gone from this
+    host, or, when that cannot be checked (written on another host, or by an older
+    version of this package), when it is older than a day (an hour for unnamed ones).
+
+    Returns:
+        The folders removed.
+    """
+    removed = []
+    now = time.time()
+    for child in Path(model_dir).glob(".tmp-*"):
+        try:
+            age = now - child.lstat().st_mtime
+        except FileNotFoundError:
+            continue
+        match = _TEMPORARY_RE.match(child.name)
+        if match is None:
+            stale = age > _UNNAMED_TEMPORARY_AGE_S
+        elif match.group(2) == _host():
+            stale = not _process_alive(int(match.group(1)))
+        else:
+            stale = age > _FOREIGN_TEMPORARY_AGE_S
+        if stale and child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+            logger.info("Removed %s, left by an interrupted export.", child)
+            removed.append(child)
+    return removed
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and folder under ``root`` to disk (files first, then folders)."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for f in files:
+            _fsync_path(Path(folder) / f)
+        _fsync_path(Path(folder))
 
 
 def _package_version() -> str:

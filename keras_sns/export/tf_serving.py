@@ -5,25 +5,35 @@ Both are built with the protobuf messages of ``tensorflow-serving-api`` and writ
 existing ``models.config`` adds or updates one model and drops none.
 :func:`keras_sns.export.export` calls :func:`merge_model_server_config` and
 :func:`write_monitoring_config` after writing a version.
+
+A version's config merge is recorded before its directory is renamed into place
+(:func:`record_pending_merge`) and the record removed once the merge is done, so a
+crash between the two loses nothing: :func:`complete_pending_merges` re-runs the merges
+left over (the next export does so first). Merging is idempotent.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
+import time
 from pathlib import Path
 
-from keras_sns.files import atomic_write_text
+from keras_sns.files import atomic_write_json, atomic_write_text
 
 __all__ = [
     "CONFIG_FILENAME",
     "MONITORING_FILENAME",
+    "PENDING_DIRNAME",
     "PROMETHEUS_PATH",
+    "complete_pending_merges",
     "list_versions",
     "merge_model_server_config",
     "read_model_server_config",
     "read_monitoring_config",
+    "record_pending_merge",
     "write_monitoring_config",
 ]
 
@@ -35,6 +45,9 @@ CONFIG_FILENAME = "models.config"
 MONITORING_FILENAME = "monitoring.config"
 #: Where TF Serving exposes Prometheus metrics (the path its documentation uses).
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+#: Hidden folder of the base directory holding config merges not yet done (TF Serving
+#: and the service ignore hidden names).
+PENDING_DIRNAME = ".keras-sns-pending"
 
 def list_versions(model_dir: str | os.PathLike) -> list[int]:
     """Return the version numbers under ``model_dir``, sorted (all-digit directories).
@@ -165,3 +178,60 @@ def write_monitoring_config(base: Path) -> Path:
     path = base / MONITORING_FILENAME
     atomic_write_text(path, text_format.MessageToString(config))
     return path
+
+
+def record_pending_merge(base: str | os.PathLike, name: str, version: int, label: str | None) -> Path:
+    """Record, durably, that ``name``/``version`` (with ``label``) must be merged.
+
+    Written before the version directory is renamed into place; removed by the caller
+    once :func:`merge_model_server_config` has run.
+
+    Returns:
+        The record's path.
+    """
+    folder = Path(base) / PENDING_DIRNAME
+    folder.mkdir(exist_ok=True)
+    record = {"name": name, "version": int(version), "label": label, "created_ns": time.time_ns()}
+    return atomic_write_json(folder / f"{name}.{int(version)}.json", record)
+
+
+def complete_pending_merges(base: str | os.PathLike) -> list[tuple[str, int, str | None]]:
+    """Re-run the config merges that an interrupted export left undone.
+
+    A record whose version directory never appeared (the export died before its
+    rename) is dropped; the others are merged in the order they were made, then
+    removed. Safe to run any time: merging is idempotent.
+
+    Args:
+        base: The TF Serving base directory.
+
+    Returns:
+        ``(name, version, label)`` of each merge re-run.
+
+    Example:
+        >>> complete_pending_merges("exports")  # doctest: +SKIP
+        [('fmnist', 3, 'stable')]
+    """
+    base = Path(base).absolute()
+    folder = base / PENDING_DIRNAME
+    if not folder.is_dir():
+        return []
+    records = []
+    for path in folder.glob("*.json"):
+        try:
+            record = json.loads(path.read_text())
+            records.append((int(record["created_ns"]), str(record["name"]), int(record["version"]),
+                            record.get("label"), path))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            logger.warning("Ignoring unreadable pending-merge record %s: %s", path, e)
+    done = []
+    for _created, name, version, label, path in sorted(records, key=lambda r: r[0]):
+        if (base / name / str(version)).is_dir():
+            merge_model_server_config(base, name, version, label)
+            write_monitoring_config(base)
+            logger.warning("Completed the config merge of %s version %d (label %s) that an "
+                           "interrupted export left undone.", name, version, label)
+            done.append((name, version, label))
+        path.unlink(missing_ok=True)
+    return done
+

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +70,7 @@ def attack_spec(name: str, *, seed: int | None = None, **params: Any) -> AttackS
         AttackSpec(name='fgsm', params={'eps': 0.1})
     """
     params = {key: v for key, v in params.items() if v is not None}
-    if seed is not None and "seed" in inspect.signature(attacks.get_class(name)).parameters:
+    if seed is not None and "seed" in attacks.accepted_params(name):
         params["seed"] = seed
     return AttackSpec(name, params)
 

@@ -1,12 +1,17 @@
 """Figures of the studies of :mod:`keras_sns.studies`, in the style of the paper.
 
-Every function takes the JSON-ready dict a study returns and a path, draws a PNG and
-returns the path. Figures are built with :class:`matplotlib.figure.Figure` and
-saved through the Agg canvas directly, so nothing touches pyplot's global state
-or needs a display.
+Each study has two functions: ``<study>_figure(data)`` draws the JSON-ready dict the
+study returns into a :class:`matplotlib.figure.Figure`, and ``plot_<study>(data, path)``
+saves that figure as a PNG and returns the path. Figures are built with
+:class:`~matplotlib.figure.Figure` and saved through the Agg canvas directly, so nothing
+touches pyplot's global state or needs a display.
+
+Every figure has a title, every panel a title and both axes labelled with their unit
+in parentheses, and a legend wherever a panel shows more than one series.
 
 Example:
     >>> data = studies.ratio_profile(results)
+    >>> fig = figures.ratio_figure(data)               # inspect, or draw it yourself
     >>> figures.plot_ratio(data, "runs/analysis/ratio.png")
 """
 
@@ -21,11 +26,18 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["PLOTTERS", "plot_eps_sweep", "plot_profile", "plot_ratio", "plot_suppression",
-           "plot_targeted"]
+__all__ = ["FIGURES", "PLOTTERS", "eps_sweep_figure", "plot_eps_sweep", "plot_profile",
+           "plot_ratio", "plot_suppression", "plot_targeted", "profile_figure", "ratio_figure",
+           "suppression_figure", "targeted_figure"]
 
 _CUT_STYLE = {"color": "gray", "linestyle": ":", "linewidth": 1.5}
 _DPI = 120
+
+# Axis labels, each with its unit in parentheses.
+_SIGMA = "sensitivity σ (activation units)"
+_RATIO = "mean sensitivity ratio (unitless)"
+_LAYER = "layer (input to output)"
+_SWEEP_UNITS = {"eps": "radius, [0, 1] image units", "steps": "iterations"}
 
 
 def _grid(n: int, *, ncols: int = 4, size: tuple[float, float] = (3.6, 2.8)):
@@ -54,11 +66,17 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def plot_profile(data: Mapping[str, Any], path: str | Path) -> Path:
+def profile_figure(data: Mapping[str, Any]) -> Figure:
     """Neuron sensitivity of each layer's channels, sorted (Fig. 10-12).
 
     One panel per layer, one curve per model; channels left of the dotted gray line
     are the sensitive neurons (the top-k cut).
+
+    Args:
+        data: What :func:`keras_sns.studies.sensitivity_profile` returns.
+
+    Returns:
+        The figure.
     """
     layers = list(data["layers"])
     fig, axes = _grid(len(layers))
@@ -72,12 +90,17 @@ def plot_profile(data: Mapping[str, Any], path: str | Path) -> Path:
         if cut is not None:
             ax.axvline(cut + 0.5, **_CUT_STYLE)
         ax.set_title(_caption(i, layer))
-        ax.set_xlabel("neurons, by decreasing sensitivity")
-        ax.set_ylabel("neuron sensitivity")
+        ax.set_xlabel("channel rank (1 = most sensitive)")
+        ax.set_ylabel(_SIGMA)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", title="model")
     fig.suptitle(f"Neuron sensitivity (top-k = {data['k']} left of the dotted line)")
-    return _save(fig, path)
+    return fig
+
+
+def plot_profile(data: Mapping[str, Any], path: str | Path) -> Path:
+    """Save :func:`profile_figure` as a PNG at ``path``; return the path."""
+    return _save(profile_figure(data), path)
 
 
 def _ratio_lines(ax, x: Sequence, models: Mapping[str, Mapping[str, Sequence[float]]]) -> None:
@@ -90,22 +113,41 @@ def _ratio_lines(ax, x: Sequence, models: Mapping[str, Mapping[str, Sequence[flo
                 label=f"{model} (all)")
 
 
-def plot_ratio(data: Mapping[str, Any], path: str | Path) -> Path:
-    """Layer-wise mean sensitivity ratio (Fig. 13), one curve per model."""
+def ratio_figure(data: Mapping[str, Any]) -> Figure:
+    """Layer-wise mean sensitivity ratio (Fig. 13), one curve per model.
+
+    Args:
+        data: What :func:`keras_sns.studies.ratio_profile` returns.
+
+    Returns:
+        The figure.
+    """
     layers = data["layers"]
     fig, (ax,) = _grid(1, size=(max(5.0, 0.55 * len(layers) + 2.0), 3.6))
     _ratio_lines(ax, range(len(layers)), data["models"])
     ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right")
-    ax.set_xlabel("layer")
-    ax.set_ylabel("mean sensitivity ratio")
+    ax.set_xlabel(_LAYER)
+    ax.set_ylabel(_RATIO)
     ax.set_title(f"Sensitivity ratio by layer (sensitive: top-k = {data['k']})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return fig
 
 
-def plot_eps_sweep(data: Mapping[str, Any], path: str | Path) -> Path:
-    """Mean sensitivity ratio against the attack strength, one panel per layer (Fig. 14)."""
+def plot_ratio(data: Mapping[str, Any], path: str | Path) -> Path:
+    """Save :func:`ratio_figure` as a PNG at ``path``; return the path."""
+    return _save(ratio_figure(data), path)
+
+
+def eps_sweep_figure(data: Mapping[str, Any]) -> Figure:
+    """Mean sensitivity ratio against the attack strength, one panel per layer (Fig. 14).
+
+    Args:
+        data: What :func:`keras_sns.studies.eps_sweep` returns.
+
+    Returns:
+        The figure.
+    """
     layers, values = data["layers"], data["values"]
     fig, axes = _grid(len(layers))
     for i, (ax, layer) in enumerate(zip(axes, layers)):
@@ -114,18 +156,31 @@ def plot_eps_sweep(data: Mapping[str, Any], path: str | Path) -> Path:
                      for model, rows in data["models"].items()}
         _ratio_lines(ax, values, per_layer)
         ax.set_title(_caption(i, layer))
-        ax.set_xlabel(data["param"])
-        ax.set_ylabel("mean sensitivity ratio")
+        param = data["param"]
+        ax.set_xlabel(f"{param} ({_SWEEP_UNITS.get(param, 'attack setting')})")
+        ax.set_ylabel(_RATIO)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
+        ax.legend(fontsize="x-small")
     fig.suptitle(f"Sensitivity ratio against {data['param']} ({data['attack']['name']})")
-    return _save(fig, path)
+    return fig
 
 
-def plot_targeted(data: Mapping[str, Any], path: str | Path) -> Path:
+def plot_eps_sweep(data: Mapping[str, Any], path: str | Path) -> Path:
+    """Save :func:`eps_sweep_figure` as a PNG at ``path``; return the path."""
+    return _save(eps_sweep_figure(data), path)
+
+
+def targeted_figure(data: Mapping[str, Any]) -> Figure:
     """Per model: Spearman and Levenshtein similarity of Omega_{L-1}^y and Gamma^y per
     target class (Fig. 2-3), and the agreement of Omega_l^y across classes per layer
-    (average pair Levenshtein, total Jaccard; Fig. 8)."""
+    (average pair Levenshtein, total Jaccard; Fig. 8).
+
+    Args:
+        data: ``{"models": {label: what :func:`keras_sns.studies.targeted_study` returns}}``.
+
+    Returns:
+        The figure.
+    """
     models = data["models"]
     fig, axes = _grid(2 * len(models), ncols=2, size=(5.2, 3.4))
     for j, (model, study) in enumerate(models.items()):
@@ -138,7 +193,8 @@ def plot_targeted(data: Mapping[str, Any], path: str | Path) -> Path:
                  width=0.4, label="Levenshtein similarity")
         bars.axhline(0.0, color="black", linewidth=0.8)
         bars.set_xticks(list(xs), list(done))
-        bars.set_xlabel("target class")
+        bars.set_xlabel("target class (index)")
+        bars.set_ylabel("similarity (unitless)")
         bars.set_ylim(-1.0, 1.0)
         bars.set_title(_caption(2 * j, f"{model}: {study['penultimate']} vs. importance"))
         bars.legend(fontsize="small")
@@ -149,16 +205,32 @@ def plot_targeted(data: Mapping[str, Any], path: str | Path) -> Path:
             lines.plot(range(len(names)), [study["layers"][n][key] for n in names],
                        marker="o", label=label)
         lines.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        lines.set_xlabel(_LAYER)
+        lines.set_ylabel("agreement (unitless)")
         lines.set_ylim(0.0, 1.05)
         lines.set_title(_caption(2 * j + 1, f"{model}: sensitive neurons across classes"))
         lines.legend(fontsize="small")
         lines.grid(alpha=0.3)
-    return _save(fig, path)
+    fig.suptitle("Targeted attacks: sensitive vs. important neurons, and their agreement "
+                 "across target classes")
+    return fig
 
 
-def plot_suppression(data: Mapping[str, Any], path: str | Path) -> Path:
+def plot_targeted(data: Mapping[str, Any], path: str | Path) -> Path:
+    """Save :func:`targeted_figure` as a PNG at ``path``; return the path."""
+    return _save(targeted_figure(data), path)
+
+
+def suppression_figure(data: Mapping[str, Any]) -> Figure:
     """Accuracy against beta when sensitive (model A) or random (model B) channels are
-    suppressed (Fig. 9): one panel per perturbation and model, clean accuracy dashed."""
+    suppressed (Fig. 9): one panel per perturbation and model, clean accuracy dashed.
+
+    Args:
+        data: ``{"models": {label: what :func:`keras_sns.studies.suppression_study` returns}}``.
+
+    Returns:
+        The figure.
+    """
     models = data["models"]
     first = next(iter(models.values()))
     attacks = [m for m in first["metrics"] if m != "clean"] or ["clean"]
@@ -175,13 +247,28 @@ def plot_suppression(data: Mapping[str, Any], path: str | Path) -> Path:
                         label=f"{name}, clean")
             ax.set_xlim(max(betas) + 0.02, min(betas) - 0.02)  # beta decreasing to the right
             ax.set_ylim(-0.02, 1.02)
-            ax.set_xlabel(r"$\beta$")
-            ax.set_ylabel("accuracy")
+            ax.set_xlabel(r"$\beta$ (channel scale factor)")
+            ax.set_ylabel("accuracy (fraction)")
             ax.set_title(_caption(j * len(attacks) + i, f"{model} {study['layer']}: {attack}"))
             ax.grid(alpha=0.3)
             ax.legend(fontsize="x-small")
-    return _save(fig, path)
+    fig.suptitle("Suppressing the sensitive channels (A) or as many random ones (B) by beta")
+    return fig
 
+
+def plot_suppression(data: Mapping[str, Any], path: str | Path) -> Path:
+    """Save :func:`suppression_figure` as a PNG at ``path``; return the path."""
+    return _save(suppression_figure(data), path)
+
+
+#: Study name -> figure function (data -> Figure).
+FIGURES: dict[str, Callable[[Mapping[str, Any]], Figure]] = {
+    "profile": profile_figure,
+    "ratio": ratio_figure,
+    "eps-sweep": eps_sweep_figure,
+    "targeted": targeted_figure,
+    "suppression": suppression_figure,
+}
 
 #: Study name -> plotting function, as used by :func:`keras_sns.studies.run_analysis`.
 PLOTTERS: dict[str, Callable[[Mapping[str, Any], str | Path], Path]] = {

@@ -11,7 +11,7 @@ import os
 
 import tensorflow as tf
 
-__all__ = ["make_strategy", "multi_worker", "worker_role"]
+__all__ = ["chief_decides", "make_strategy", "multi_worker", "worker_role"]
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -40,6 +40,34 @@ def worker_role() -> tuple[bool, str]:
     kind, index = task.get("type", "chief"), int(task.get("index", 0))
     chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
     return chief, f"{kind}{index}"
+
+
+def chief_decides(strategy: tf.distribute.Strategy, flag: bool) -> bool:
+    """The chief's answer to a yes/no question, the same on every worker.
+
+    Workers may not share a disk, and on a shared one they look at different moments
+    (the chief may be deleting a finished run that another worker is looking at), so
+    questions such as "does OUT already hold a finished run?" are answered by the
+    chief alone and its answer is all-reduced to every worker. Every worker must call
+    this at the same point of its program: it is a collective operation. Under any
+    other strategy it returns ``flag``.
+
+    Args:
+        strategy: The run's strategy.
+        flag: This worker's own answer (only the chief's counts).
+
+    Returns:
+        The chief's ``flag``.
+
+    Example:
+        >>> finished = chief_decides(strategy, (out / "model.keras").exists())  # doctest: +SKIP
+    """
+    if not multi_worker(strategy):
+        return bool(flag)
+    chief, _ = worker_role()
+    vote = 1.0 if (chief and flag) else 0.0
+    per_replica = strategy.run(lambda: tf.constant(vote))
+    return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None) > 0.5)
 
 
 def multi_worker(strategy) -> bool:

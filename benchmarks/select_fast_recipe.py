@@ -1,0 +1,181 @@
+"""Choose the main job's recipe on the VALIDATION split: single-step + SNS vs PGD-10.
+
+Trains one vanilla small_cnn (saved after --vanilla-epochs and after 5 epochs), then
+fine-tunes it with every candidate (one seed, Adam 1e-3, batch 128, eps 0.1), each on
+the same fit split. Every ``1 / --parts`` of an epoch it pauses the clock and measures
+clean and PGD-20 accuracy on the first --val examples of the validation split (the last
+6,000 training images, never fitted on; the test set is never touched), so every
+candidate gives a curve of validation robustness against its own training wall time
+(mask selection and the overfitting guard included, evaluation excluded). PGD-10
+training runs for fewer epochs than the single-step ones: the comparison is at equal
+wall time.
+
+Each finished candidate is cached as OUT/<name>.json (a killed run loses at most the
+candidate in progress); --report prints the Markdown table from the cache.
+
+    nice -n 10 .venv/bin/python benchmarks/select_fast_recipe.py --out runs/recipe
+    .venv/bin/python benchmarks/select_fast_recipe.py --out runs/recipe --report
+"""
+
+import argparse
+import json
+import os
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_sns import attacks, data, models  # noqa: E402
+from keras_sns.precision import hardware_description  # noqa: E402
+from keras_sns.training import CatastrophicOverfittingGuard, RobustModel  # noqa: E402
+
+EPS = 0.1
+BATCH = 128
+# name: (method, training attack, lam, vanilla epochs of the init, fine-tune epochs)
+CANDIDATES = {
+    "fgsm_rs+sns": ("sns", {"name": "fgsm_rs"}, 0.5, 3, 2),
+    "n_fgsm+sns": ("sns", {"name": "n_fgsm"}, 0.5, 3, 2),
+    # PGD-10 costs about 3.4 single-step steps: 0.75 epoch covers 2 single-step epochs.
+    "pgd10+sns": ("sns", {"name": "pgd_linf", "steps": 10}, 0.5, 3, 0.75),
+    "fgsm_rs+pat": ("pat", {"name": "fgsm_rs"}, 0.0, 3, 2),
+    "fgsm_rs+sns-cos": ("sns", {"name": "fgsm_rs"}, 0.5, 3, 2),  # cosine lr decay to 0
+    "n_fgsm+pat": ("pat", {"name": "n_fgsm"}, 0.0, 3, 2),
+}
+
+
+class Clock(keras.callbacks.Callback):
+    """Training wall time per (sub-)epoch; at its end, validation accuracy off the clock."""
+
+    def __init__(self, evaluate, steps_per_part, start_seconds):
+        super().__init__()
+        self.evaluate, self.steps_per_part = evaluate, steps_per_part
+        self.train_seconds, self.points = start_seconds, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.train_seconds += time.perf_counter() - self._t0
+        clean, pgd = self.evaluate()
+        self.points.append({"epochs": (epoch + 1) * self.steps_per_part / STEPS_PER_EPOCH,
+                            "train_seconds": round(self.train_seconds, 1),
+                            "val_clean": clean, "val_pgd20": pgd})
+        print(json.dumps(self.points[-1]), flush=True)
+
+
+STEPS_PER_EPOCH = 422  # 54,000 fit images / 128, rounded up
+
+
+def vanilla(out, epochs, fit_ds, val_ds):
+    path = os.path.join(out, f"vanilla_e{epochs}.keras")
+    if os.path.exists(path):
+        return path, json.load(open(path + ".json"))
+    keras.utils.set_random_seed(0)
+    model = models.build("small_cnn", input_shape=(28, 28, 1), num_classes=10)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    saved = {}
+
+    class Save(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            saved[epoch + 1] = time.perf_counter() - start
+            if epoch + 1 in (epochs, 3, 5):
+                p = os.path.join(out, f"vanilla_e{epoch + 1}.keras")
+                self.model.save(p)
+                acc = self.model.evaluate(val_ds, verbose=0)[1]
+                json.dump({"train_seconds": round(saved[epoch + 1], 1), "val_clean": acc},
+                          open(p + ".json", "w"))
+
+    start = time.perf_counter()
+    model.fit(fit_ds, epochs=max(epochs, 5) if epochs in (3, 5) else epochs, verbose=2,
+              callbacks=[Save()], shuffle=False)
+    return path, json.load(open(path + ".json"))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="runs/recipe")
+    p.add_argument("--val", type=int, default=1000, help="validation examples per point")
+    p.add_argument("--parts", type=int, default=2, help="evaluation points per epoch")
+    p.add_argument("--only", nargs="*", default=None)
+    p.add_argument("--report", action="store_true")
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    if args.report:
+        return report(args.out)
+    keras.mixed_precision.set_global_policy("float32")  # the AVX2 machine's precision
+    fit_ds, _ = data.load_dataset("fashion_mnist", "fit", batch_size=BATCH, seed=0)
+    val_ds, _ = data.load_dataset("fashion_mnist", "validation", batch_size=500)
+    x_val, y_val, _ = data.load_arrays("fashion_mnist", "validation", limit=args.val)
+    pgd20 = attacks.get("pgd_linf", eps=EPS, steps=20, seed=0)
+
+    for name, (method, attack, lam, v_epochs, epochs) in CANDIDATES.items():
+        path = os.path.join(args.out, f"{name}.json")
+        if (args.only and name not in args.only) or os.path.exists(path):
+            continue
+        init, vinfo = vanilla(args.out, v_epochs, fit_ds, val_ds)
+        keras.utils.set_random_seed(0)
+        base = models.load(init)
+
+        def evaluate():
+            logits = base.predict(x_val, batch_size=500, verbose=0)
+            clean = float(np.mean(logits.argmax(-1) == y_val))
+            x_adv = np.concatenate([np.asarray(pgd20(base, x_val[i:i + 500], y_val[i:i + 500]))
+                                    for i in range(0, len(x_val), 500)])
+            robust = float(np.mean(base.predict(x_adv, batch_size=500, verbose=0).argmax(-1)
+                                   == y_val))
+            return clean, robust
+
+        model = RobustModel(base, method=method, layers="conv3,conv4" if method == "sns" else None,
+                            lam=lam, attack={**attack, "eps": EPS, "seed": 0}, eval_attack=False)
+        part = -(-STEPS_PER_EPOCH // args.parts)
+        parts = int(round(epochs * args.parts))
+        lr = (keras.optimizers.schedules.CosineDecay(1e-3, parts * part)
+              if name.endswith("-cos") else 1e-3)
+        model.compile(optimizer=keras.optimizers.Adam(lr),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        clock = Clock(evaluate, part, vinfo["train_seconds"])
+        print(f"== {name}: {method} {attack} lam {lam}, init vanilla {v_epochs} epochs "
+              f"({vinfo['train_seconds']} s), {epochs} epochs", flush=True)
+        # The guard (what fit adds for single-step attacks) goes before the clock, so
+        # its epoch-end check is on the clock too; it reads 256 validation images, it
+        # never trains on them.
+        guard = ([CatastrophicOverfittingGuard(x_val[:256], y_val[:256], seed=0)]
+                 if model.single_step_attack else [])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(fit_ds.repeat(), epochs=parts, steps_per_epoch=part,
+                      callbacks=guard + [clock], verbose=0, shuffle=False)
+        guard_msgs = [str(w.message) for w in caught if "Catastrophic" in str(w.message)]
+        record = {"name": name, "method": method, "attack": attack["name"], "lam": lam,
+                  "vanilla_epochs": v_epochs, "vanilla_seconds": vinfo["train_seconds"],
+                  "vanilla_val_clean": vinfo["val_clean"], "points": clock.points,
+                  "guard": guard_msgs,
+                  "guard_checks": guard[0].checks if guard else [], "cpu": hardware_description().cpu_model,
+                  "load_average": os.getloadavg()}
+        json.dump(record, open(path, "w"), indent=1)
+    report(args.out)
+
+
+def report(out):
+    rows = []
+    for name in CANDIDATES:
+        path = os.path.join(out, f"{name}.json")
+        if not os.path.exists(path):
+            continue
+        r = json.load(open(path))
+        for pt in r["points"]:
+            rows.append(f"| {name} | {pt['epochs']:.2f} | {pt['train_seconds']:.0f} | "
+                        f"{100 * pt['val_clean']:.1f} % | {100 * pt['val_pgd20']:.1f} % |"
+                        + (" guard stopped |" if r["guard"] and pt is r["points"][-1] else " |"))
+    print("| candidate | epochs | train s (vanilla incl.) | val clean | val PGD-20 | |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
