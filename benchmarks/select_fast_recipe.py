@@ -43,6 +43,8 @@ CANDIDATES = {
     "fgsm_rs+pat": ("pat", {"name": "fgsm_rs"}, 0.0, 3, 2),
     "fgsm_rs+sns-cos": ("sns", {"name": "fgsm_rs"}, 0.5, 3, 2),  # cosine lr decay to 0
     "n_fgsm+pat": ("pat", {"name": "n_fgsm"}, 0.0, 3, 2),
+    "fgsm_rs+sns-lam1": ("sns", {"name": "fgsm_rs"}, 1.0, 3, 2),
+    "fgsm_rs+sns-v2": ("sns", {"name": "fgsm_rs"}, 0.5, 2, 2),
 }
 
 
