@@ -184,6 +184,8 @@ class TrainConfig:
         eps: Attack radius; None: 0.1 for Fashion-MNIST, 8/255 otherwise.
         steps: Attack steps for training (the paper's 10).
         eval_steps: PGD steps for the final evaluation (20).
+        robust_eval_limit: Run the final evaluation's PGD on the first N test examples
+            only (clean and FGSM accuracy still use every test example); None: on all.
         strategy: ``default``, ``mirrored`` or ``multiworker`` (tf.distribute).
         precision: ``auto`` (default: ``mixed_bfloat16`` where the hardware computes
             bfloat16 natively, ``mixed_float16`` on GPUs of compute capability 7.x,
@@ -217,6 +219,7 @@ class TrainConfig:
     eps: float | None = None
     steps: int = 10
     eval_steps: int = 20
+    robust_eval_limit: int | None = None
     strategy: str = "default"
     precision: str = DEFAULT_PRECISION
 
@@ -232,7 +235,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Expected {name} >= 1. Received: {name}={value!r}")
-        for name in ("limit", "eval_limit"):
+        for name in ("limit", "eval_limit", "robust_eval_limit"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or int(value) < 1):
                 raise ValueError(f"Expected {name} >= 1 or None. Received: {name}={value!r}")

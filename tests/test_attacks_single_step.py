@@ -164,9 +164,15 @@ def test_cli_train_with_a_single_step_attack(tmp_path, tiny_trained_model):
     result = CliRunner().invoke(main, [
         "train", "--method", "pat", "--attack", "fgsm_rs", "--init", str(init), "--epochs", "1",
         "--limit", "128", "--eval-limit", "32", "--batch-size", "64", "--eval-steps", "2",
-        "--precision", "float32", "--out", str(out)])
+        "--robust-eval-limit", "16", "--precision", "float32", "--out", str(out)])
     assert result.exit_code == 0, result.output
     robust = json.loads((out / "config.json").read_text())
     assert robust["attack"] == "fgsm_rs" and robust["precision"] == "float32"
     model = keras.models.load_model(out / "robust_model.keras")
     assert model.attack_config == {"name": "fgsm_rs", "eps": EPS, "step_size": None, "seed": 0}
+    # The costly PGD ran on the first 16 test images only, and the table says so; clean
+    # and FGSM accuracy cover all 32.
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["num_examples"] == 32 and evaluation["pgd2_examples"] == 16
+    assert evaluation["pgd2"] <= 1.0 and 16 * evaluation["pgd2"] == round(16 * evaluation["pgd2"])
+    assert f"{100 * evaluation['pgd2']:.2f} % (first 16)" in result.output
