@@ -45,6 +45,9 @@ CANDIDATES = {
     "n_fgsm+pat": ("pat", {"name": "n_fgsm"}, 0.0, 3, 2),
     "fgsm_rs+sns-lam1": ("sns", {"name": "fgsm_rs"}, 1.0, 3, 2),
     "fgsm_rs+sns-v2": ("sns", {"name": "fgsm_rs"}, 0.5, 2, 2),
+    "pgd2+sns-v2": ("sns", {"name": "pgd_linf", "steps": 2}, 0.5, 2, 2),
+    "fgsm_rs+sns-v1e3": ("sns", {"name": "fgsm_rs"}, 0.5, 1, 3),
+    "fgsm_rs+sns-v2-lr2": ("sns", {"name": "fgsm_rs"}, 0.5, 2, 2),  # Adam 2e-3
 }
 
 
@@ -137,7 +140,7 @@ def main():
         part = -(-STEPS_PER_EPOCH // args.parts)
         parts = int(round(epochs * args.parts))
         lr = (keras.optimizers.schedules.CosineDecay(1e-3, parts * part)
-              if name.endswith("-cos") else 1e-3)
+              if name.endswith("-cos") else 2e-3 if name.endswith("-lr2") else 1e-3)
         model.compile(optimizer=keras.optimizers.Adam(lr),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         clock = Clock(evaluate, part, vinfo["train_seconds"])
