@@ -1,7 +1,8 @@
 """RobustModel's training step against a plain tf.function loop doing the same work.
 
-For each method (PAT and SNS with PGD-10; optionally vanilla and single-step FGSM-RS
-training) two variants train their own copy of small_cnn (same initial weights) on the
+For each method (PAT and SNS with PGD-10; optionally vanilla, and SNS with single-step
+FGSM-RS or with PGD-2) two variants train their own copy of small_cnn (same initial
+weights) on the
 same fixed batch of Fashion-MNIST images:
 
 - ``fit``: ``RobustModel.fit`` on that batch repeated ``--steps`` times; step times are
@@ -54,6 +55,7 @@ METHODS = {
     "sns": ("sns", "pgd_linf", 10),
     "pat-fgsm_rs": ("pat", "fgsm_rs", 1),
     "sns-fgsm_rs": ("sns", "fgsm_rs", 1),
+    "sns-pgd2": ("sns", "pgd_linf", 2),
 }
 
 

@@ -48,6 +48,8 @@ CANDIDATES = {
     "pgd2+sns-v2": ("sns", {"name": "pgd_linf", "steps": 2}, 0.5, 2, 2),
     "fgsm_rs+sns-v1e3": ("sns", {"name": "fgsm_rs"}, 0.5, 1, 3),
     "fgsm_rs+sns-v2-lr2": ("sns", {"name": "fgsm_rs"}, 0.5, 2, 2),  # Adam 2e-3
+    "pgd2+sns-v1": ("sns", {"name": "pgd_linf", "steps": 2}, 0.5, 1, 2),
+    "pgd2+pat-v1": ("pat", {"name": "pgd_linf", "steps": 2}, 0.0, 1, 2),
 }
 
 
