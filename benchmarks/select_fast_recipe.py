@@ -50,6 +50,11 @@ CANDIDATES = {
     "fgsm_rs+sns-v2-lr2": ("sns", {"name": "fgsm_rs"}, 0.5, 2, 2),  # Adam 2e-3
     "pgd2+sns-v1": ("sns", {"name": "pgd_linf", "steps": 2}, 0.5, 1, 2),
     "pgd2+pat-v1": ("pat", {"name": "pgd_linf", "steps": 2}, 0.0, 1, 2),
+    # lr x0.1 for the last quarter of the fine-tune (the usual end-of-training decay)
+    "pgd2+sns-v1-decay": ("sns", {"name": "pgd_linf", "steps": 2}, 0.5, 1, 2),
+    "pgd2+sns-v1-cos": ("sns", {"name": "pgd_linf", "steps": 2}, 0.5, 1, 2),
+    "pgd2+sns-v1-lam1": ("sns", {"name": "pgd_linf", "steps": 2}, 1.0, 1, 2),
+    "pgd2+pat-v1-decay": ("pat", {"name": "pgd_linf", "steps": 2}, 0.0, 1, 2),
 }
 
 
@@ -141,8 +146,14 @@ def main():
                             lam=lam, attack={**attack, "eps": EPS, "seed": 0}, eval_attack=False)
         part = -(-STEPS_PER_EPOCH // args.parts)
         parts = int(round(epochs * args.parts))
-        lr = (keras.optimizers.schedules.CosineDecay(1e-3, parts * part)
-              if name.endswith("-cos") else 2e-3 if name.endswith("-lr2") else 1e-3)
+        total = parts * part
+        if name.endswith("-cos"):
+            lr = keras.optimizers.schedules.CosineDecay(1e-3, total)
+        elif name.endswith("-decay"):
+            lr = keras.optimizers.schedules.PiecewiseConstantDecay([int(0.75 * total)],
+                                                                   [1e-3, 1e-4])
+        else:
+            lr = 2e-3 if name.endswith("-lr2") else 1e-3
         model.compile(optimizer=keras.optimizers.Adam(lr),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         clock = Clock(evaluate, part, vinfo["train_seconds"])

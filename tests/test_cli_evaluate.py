@@ -57,6 +57,16 @@ def test_attack_saves_adversarial_examples(model_file, tmp_path):
     assert f"under pgd_linf {adv_acc:.2%}" in result.output
 
 
+def test_progress_bars_know_their_total_without_limit(model_file, tmp_path):
+    # A split slice and no --limit: the bar counts to the split's size, never "Unknown".
+    for args in (["evaluate", "--attacks", "fgsm", "--out", str(tmp_path / "e")],
+                 ["attack", "--attack", "fgsm", "--save-adv", str(tmp_path / "a.npz")]):
+        result = _run([*args, "--model", str(model_file), "--split", "test[:40]", "--eps", "0.1",
+                       "--batch-size", "16"])
+        assert result.exit_code == 0, result.output
+        assert "40/40" in result.output and "Unknown" not in result.output, result.output
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

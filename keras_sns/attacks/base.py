@@ -185,12 +185,16 @@ class Attack(abc.ABC):
         except TypeError:  # not weak-referenceable: compile without caching
             per_model, model_ref = {}, (lambda: model)
         if key not in per_model:
-
-            def attack_fn(x, y, target):
-                return self._attack(model_ref(), x, y, target)
-
-            per_model[key] = tf.function(attack_fn, reduce_retracing=True)
+            # A partial, not a closure: TensorFlow counts traces per code object, so every
+            # closure of one ``def`` would share one count and a fresh function for each
+            # new model or setting would be reported as "retracing".
+            per_model[key] = tf.function(functools.partial(_run_attack, self, model_ref),
+                                         reduce_retracing=True)
         return per_model[key]
+
+
+def _run_attack(attack: Attack, model_ref, x, y, target):
+    return attack._attack(model_ref(), x, y, target)
 
 
 @functools.cache
@@ -249,6 +253,11 @@ def check_real(name: str, value, *, minimum: float | None = None, strict: bool =
     if maximum is not None and value > maximum:
         raise ValueError(f"Expected {name} <= {maximum:g}. Received: {name}={value}")
     return float(value)
+
+
+def check_step_size(step_size) -> float | None:
+    """Check an optional step length (None: the attack's own default); return it."""
+    return None if step_size is None else check_real("step_size", step_size, minimum=0.0)
 
 
 def check_int(name: str, value, *, minimum: int = 1) -> int:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import tensorflow as tf
-
 from keras_sns.attacks.base import Attack, check_eps
-from keras_sns.attacks.losses import cross_entropy, input_gradient
+from keras_sns.attacks.losses import fgsm_direction
 from keras_sns.attacks.projections import project_linf
 from keras_sns.attacks.registry import register
 
@@ -39,6 +37,4 @@ class FastGradientSignMethod(Attack):
         self.eps = check_eps(eps, norm=self.norm)
 
     def _attack(self, model, x, y, target):
-        labels, sign = (y, 1.0) if target is None else (target, -1.0)
-        grad, _, _ = input_gradient(model, x, lambda logits: cross_entropy(logits, labels))
-        return project_linf(x + sign * self.eps * tf.sign(grad), x, self.eps)
+        return project_linf(x + self.eps * fgsm_direction(model, x, y, target), x, self.eps)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_sns.attacks.base import Attack, check_eps, check_real
-from keras_sns.attacks.losses import cross_entropy, input_gradient
+from keras_sns.attacks.base import Attack, check_eps, check_step_size
+from keras_sns.attacks.losses import fgsm_direction
 from keras_sns.attacks.projections import project_linf
 from keras_sns.attacks.registry import register
 
@@ -49,9 +49,7 @@ class FastGradientSignMethodRandomStart(Attack):
     def __init__(self, *, eps: float = 8 / 255, step_size: float | None = None,
                  seed: int | None = None) -> None:
         self.eps = check_eps(eps, norm=self.norm)
-        if step_size is not None:
-            step_size = check_real("step_size", step_size, minimum=0.0)
-        self.step_size = step_size
+        self.step_size = check_step_size(step_size)
         self._set_seed(seed)
 
     @property
@@ -60,7 +58,6 @@ class FastGradientSignMethodRandomStart(Attack):
         return 1.25 * self.eps if self.step_size is None else self.step_size
 
     def _attack(self, model, x, y, target):
-        labels, sign = (y, 1.0) if target is None else (target, -1.0)
         x_start = project_linf(x + self._rng.uniform(tf.shape(x), -self.eps, self.eps), x, self.eps)
-        grad, _, _ = input_gradient(model, x_start, lambda logits: cross_entropy(logits, labels))
-        return project_linf(x_start + sign * self.alpha * tf.sign(grad), x, self.eps)
+        return project_linf(x_start + self.alpha * fgsm_direction(model, x_start, y, target), x,
+                            self.eps)

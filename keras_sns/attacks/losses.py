@@ -14,6 +14,7 @@ __all__ = [
     "check_dlr_classes",
     "cross_entropy",
     "dlr",
+    "fgsm_direction",
     "input_gradient",
     "is_adversarial",
     "kl_divergence",
@@ -112,6 +113,17 @@ def input_gradient(model, x: tf.Tensor, loss_fn) -> tuple[tf.Tensor, tf.Tensor, 
         loss = loss_fn(logits)
         total = tf.reduce_sum(loss)
     return tape.gradient(total, x), loss, logits
+
+
+def fgsm_direction(model, x: tf.Tensor, y: tf.Tensor, target: tf.Tensor | None) -> tf.Tensor:
+    """The signed step direction of the FGSM family at ``x``: ``+-sign(grad_x CE)``.
+
+    Untargeted: ``sign(grad_x CE(model(x), y))`` (leave the true class); targeted:
+    ``-sign(grad_x CE(model(x), target))`` (move towards the target).
+    """
+    labels, sign = (y, 1.0) if target is None else (target, -1.0)
+    grad, _, _ = input_gradient(model, x, lambda logits: cross_entropy(logits, labels))
+    return sign * tf.sign(grad)
 
 
 def predict_logits(model, x: tf.Tensor) -> tf.Tensor:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_sns.attacks.base import Attack, check_eps, check_real
-from keras_sns.attacks.losses import cross_entropy, input_gradient
+from keras_sns.attacks.base import Attack, check_eps, check_real, check_step_size
+from keras_sns.attacks.losses import fgsm_direction
 from keras_sns.attacks.projections import clip_to_box
 from keras_sns.attacks.registry import register
 
@@ -52,9 +52,7 @@ class NoiseFastGradientSignMethod(Attack):
                  seed: int | None = None) -> None:
         self.eps = check_eps(eps, norm="linf")
         self.noise = check_real("noise", noise, minimum=0.0)
-        if step_size is not None:
-            step_size = check_real("step_size", step_size, minimum=0.0)
-        self.step_size = step_size
+        self.step_size = check_step_size(step_size)
         self._set_seed(seed)
 
     @property
@@ -68,8 +66,6 @@ class NoiseFastGradientSignMethod(Attack):
         return self.noise * self.eps + self.alpha
 
     def _attack(self, model, x, y, target):
-        labels, sign = (y, 1.0) if target is None else (target, -1.0)
         width = self.noise * self.eps
         x_start = clip_to_box(x + self._rng.uniform(tf.shape(x), -width, width))
-        grad, _, _ = input_gradient(model, x_start, lambda logits: cross_entropy(logits, labels))
-        return clip_to_box(x_start + sign * self.alpha * tf.sign(grad))
+        return clip_to_box(x_start + self.alpha * fgsm_direction(model, x_start, y, target))

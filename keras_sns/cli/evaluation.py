@@ -136,9 +136,11 @@ def evaluate(model_path, dataset, split, data_dir, eps, l2_eps, steps, params, s
             raise ValueError(f"--param names attack(s) {', '.join(sorted(unused))} that are "
                              f"not in --attacks {','.join(names)}")
         attack_list = _build_attacks(names, eps, steps, seed, _parse_params(params), l2_eps)
-        model, ds, _ = _load_model_and_data(model_path, dataset, split, data_dir, limit, batch_size)
-        result = run_evaluation(model, ds, attack_list, cascade=not no_cascade, limit=limit,
-                                progress=True)
+        model, ds, info = _load_model_and_data(model_path, dataset, split, data_dir, limit,
+                                               batch_size)
+        # The progress bar's total: --limit, or the split's size when it is known.
+        result = run_evaluation(model, ds, attack_list, cascade=not no_cascade,
+                                limit=limit or info.num_examples, progress=True)
     except (ValueError, DatasetError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     out_dir = Path(out)
@@ -173,8 +175,10 @@ def attack(model_path, dataset, split, data_dir, eps, l2_eps, steps, params, see
 
     try:
         (atk,) = _build_attacks([attack_name], eps, steps, seed, _parse_params(params), l2_eps)
-        model, ds, _ = _load_model_and_data(model_path, dataset, split, data_dir, limit, batch_size)
-        arrays = generate_adversarial(model, ds, atk, limit=limit, progress=True, target=target)
+        model, ds, info = _load_model_and_data(model_path, dataset, split, data_dir, limit,
+                                               batch_size)
+        arrays = generate_adversarial(model, ds, atk, limit=limit or info.num_examples,
+                                      progress=True, target=target)
     except (ValueError, DatasetError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     np.savez_compressed(save_adv, **arrays)
