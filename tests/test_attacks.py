@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from _retracing import retracing_warnings
+
 from keras_sns import attacks, data, models
 from keras_sns.attacks import (
     GAUSSIAN_NOISE_STD,
@@ -566,15 +568,8 @@ def test_empty_batch_is_returned_as_is(trained):
 
 
 _MANY_MODELS = """
-import logging, os
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import keras, numpy as np
 from keras_sns import attacks
-messages = []
-class Catch(logging.Handler):
-    def emit(self, record):
-        messages.append(record.getMessage())
-logging.getLogger("tensorflow").addHandler(Catch())
 rng = np.random.default_rng(0)
 x = rng.uniform(0.2, 0.8, (20, 4, 4, 1)).astype("float32"); y = rng.integers(0, 3, 20)
 for i in range(6):  # what a training run and its evaluation do: new models, new settings
@@ -583,17 +578,10 @@ for i in range(6):  # what a training run and its evaluation do: new models, new
     for steps in (1, 2):
         attack = attacks.get("pgd_linf", eps=0.1, steps=steps, seed=0)
         attack(model, x[:16], y[:16]); attack(model, x[16:], y[16:])
-print("RETRACING", sum("retracing" in m for m in messages))
 """
 
 
 def test_fresh_attack_functions_for_new_models_are_not_reported_as_retracing():
-    # TensorFlow counts traces per Python code object across the process: each model's
-    # first trace must not count as a retrace of another model's function.
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, "-c", _MANY_MODELS], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "RETRACING 0" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    # TensorFlow counts traces per Python code object: each model's first trace must
+    # not count as a retrace of another model's function.
+    assert retracing_warnings(_MANY_MODELS) == 0

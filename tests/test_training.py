@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from _retracing import retracing_warnings
+
 from keras_sns import attacks
 from keras_sns.training.callbacks import CollapseGuard
 from keras_sns.neurons import measure_sensitivity
@@ -562,16 +564,9 @@ def test_metrics_given_to_compile_are_updated_with_the_clean_logits():
 
 
 _DYN_RUN = """
-import logging, os
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 import keras, numpy as np
 from keras_sns import attacks
 from keras_sns.training import RobustModel
-messages = []
-class Catch(logging.Handler):
-    def emit(self, record):
-        messages.append(record.getMessage())
-logging.getLogger("tensorflow").addHandler(Catch())
 rng = np.random.default_rng(0)
 x = rng.uniform(0.2, 0.8, (64, 8)).astype("float32"); y = rng.integers(0, 3, 64)
 inputs = keras.Input((8,))
@@ -584,17 +579,8 @@ model.compile(optimizer=keras.optimizers.SGD(0.5),
               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 history = model.fit(x, y, batch_size=16, epochs=5, shuffle=False, verbose=0)
 assert len(history.history["loss"]) == 5
-print("RETRACING", sum("retracing" in m for m in messages))
 """
 
 
 def test_a_five_epoch_dyn_run_logs_no_retracing_warning():
-    # In a fresh process: TensorFlow counts traces per function across the whole
-    # process, so other tests' models would count towards this run's warning.
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, "-c", _DYN_RUN], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "RETRACING 0" in proc.stdout, proc.stderr[-2000:]
+    assert retracing_warnings(_DYN_RUN) == 0
