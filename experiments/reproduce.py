@@ -2,25 +2,82 @@
 
 One command, resumable and seeded. Every finished piece is cached under ``--out``
 (models as ``.keras``, everything else as small JSON) and skipped when the command runs
-again, so a killed run loses at most the piece it was working on:
+again, so a killed run loses at most the piece it was working on (one model's training,
+one attack of one evaluation, or one AutoAttack stage):
 
 1. ``base``: the vanilla ``small_cnn`` every method fine-tunes from.
 2. ``sweep``: the SNS hyperparameters (lambda, layers, freezing) chosen on the
    *validation* split (the last 10 % of train), never the test set: a lambda sweep on
-   the default layers, then layer sets and freezing at the best lambda.
-3. ``grid``: every method fine-tuned from the base model with the same budget (data,
-   epochs, attack steps), over seeds.
-4. ``eval``: every model on the test split: clean, FGSM, PGD-L-inf-20, PGD-L2, C&W-L2,
-   AutoAttack (or APGD-CE + APGD-T), SPSA and NAttack on fixed subsets, Gaussian noise
-   1-5, with 95 % Wilson intervals.
-5. ``claims``: the section IV studies (C1-C5, C8) on the vanilla, PAT, TRADES and best
-   SNS models.
-6. ``report``: ``results.json`` (and figures) under ``--results``, for docs/results.md.
+   the default layers, then layer sets and freezing at the best lambda, and PAT at the
+   same budget as the reference. It runs first: every SNS variant needs its choice.
+3. ``grid`` and ``eval``, interleaved: each model is fine-tuned from the base model and
+   then evaluated on the test split before the next one is trained, in priority order
+   (:func:`run_order`): seed 0 of PAT, SNS-sen, TRADES, TRADES+SNS and vanilla; then the
+   ``claims`` studies (they need those models); then seed 0 of every other method; then
+   seed 1 of the methods run over seeds, then seed 2. A partial run therefore always
+   has complete rows for the most important methods. Evaluation: clean, FGSM,
+   PGD-L-inf-20, PGD-L2, Gaussian noise 1-5 on the test subset; C&W-L2; AutoAttack or
+   APGD-CE + APGD-T as a worst-case cascade; SPSA and NAttack; 95 % Wilson intervals.
+4. ``claims``: the section IV studies (C1-C5, C8) on the vanilla, PAT, TRADES and SNS-sen
+   (seed 0) models.
+5. ``report``: under ``--results``, from whatever is finished (rows not done yet are
+   "pending"): ``reproduce.json`` (every number, small), ``table.md`` (the Table III
+   analogue with 95 % intervals, and what each piece cost), ``timings.json`` (a copy of
+   the cache's) and ``figures/*.png``. ``reproduce.json`` and ``table.md`` are also
+   rewritten after every evaluated model; the figures only by this stage, so
+   ``--stages report`` redraws everything from the cache while a run goes on.
 
-Run (the full budget is stated in :data:`FULL`; ``--quick`` is the tiny one the test
-runs):
+Budget (:data:`FULL`), the same for every method. Each fine-tune sees the first 12,800
+examples of the fit split for 2 epochs (100 steps of 128 per epoch, 200 steps) with a
+10-step training attack (PGD-10 at eps 0.1, the paper's; TRADES' KL attack with 10
+steps); the base model trains 3 clean epochs on the whole fit split; the sweep runs 1
+epoch on 6,400 examples (50 steps) and scores on 1,000 validation images. Evaluation:
+clean, FGSM, PGD-20, PGD-L2 and noise on the first 2,000 test images; C&W-L2 and
+AutoAttack on the first 500; SPSA and NAttack (the paper's settings: 100 iterations,
+512 directions / a population of 300) on the first 200. Full standard AutoAttack
+(APGD-CE, APGD-T, FAB-T, Square with 5,000 queries) for seed 0 of PAT, TRADES, the best
+SNS (SNS-sen) and TRADES+SNS, the models the question turns on; APGD-CE + APGD-T
+(AutoAttack's first two stages, the same attacks with the same seed) for every other
+model and seed. SPSA and NAttack for those same four models, seed 0 only
+(``black_box_scope="full_autoattack"``).
 
-    .venv/bin/python experiments/reproduce.py --out runs/reproduce --results docs/results
+Why this size. The issue asks for about 8 hours of background compute on the AVX2-only
+EPYC and 2-3 on the AVX512 one. Measured on the AVX512 EPYC (2 CPUs, float32, under a
+load of 4-8, so in CPU seconds rather than wall seconds; 2026-11-30): a PGD-10 (or
+TRADES) training step of 128 images takes 1.37 CPU s; on 128 test images PGD-20 takes
+1.8, C&W-L2 (3 x 100 iterations) 28, APGD-CE 13, APGD-T 47 (up to about 120 on robust
+images), FAB-T 86 and Square 134 CPU s; SPSA 37 and NAttack 11 CPU s *per image*. So
+the 22 fine-tunes, the base model and the sweep cost about 2 CPU hours, the white-box
+evaluation of the 22 models about 3.3 and the studies well under one: about 3 hours of
+wall time on the two idle cores of the fast CPU, about 9 on the slow one. SPSA and
+NAttack at the paper's settings on 200 images (170 or so classified correctly, the only
+ones attacked) cost about 2.3 CPU hours *per model*: 50 for the whole grid, 9 for the
+four models above, which adds about 4.5 hours on the fast CPU (13 on the slow one).
+Hence the scope, and even so the black-box attacks are more than half of the run;
+``black_box_scope="all"`` restores them for every model, ``Budget(...,
+spsa_iterations=...)`` or a smaller ``black_box_limit`` trades them for time. The data,
+not the steps, were cut: every model keeps the paper's 10-step attack and the same 2
+epochs, and the evaluation subsets keep the sizes the issue asks for (at least 500 for
+AutoAttack, 200 for the black-box attacks). ``timings.json`` holds what each piece
+really cost.
+
+Precision: everything runs in float32 whatever the CPU (``--precision auto`` would pick
+bfloat16 on the AVX512-BF16 EPYC and float32 on the AVX2 one), so that a grid resumed on
+another CPU stays comparable: every model of the table is trained and attacked in the
+same arithmetic.
+
+Timings: every piece (base, each sweep run and its score, each model's training, each
+attack of each evaluation, each AutoAttack stage, each study) records in
+``<out>/timings.json`` its wall seconds (``wall_s``) and the process' CPU seconds
+(``cpu_s``, :func:`time.process_time`: all threads), the CPU model, the 1-minute load
+average at its start and end, the niceness and when it started and finished, so numbers
+measured under contention are readable (``cpu_s / wall_s`` well below the core count and a
+high load mean the piece shared the CPU).
+
+Run (``--quick`` is the tiny budget the test runs):
+
+    nice -n 19 .venv/bin/python experiments/reproduce.py --out runs/reproduce --results docs/results
+    .venv/bin/python experiments/reproduce.py --out runs/reproduce --results docs/results --stages report
     .venv/bin/python experiments/reproduce.py --quick --out /tmp/q --results /tmp/q/results
 """
 
@@ -32,11 +89,11 @@ import json
 import logging
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +104,31 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_sns import attacks, data, models  # noqa: E402
-from keras_sns.evaluation import evaluate  # noqa: E402
-from keras_sns.files import atomic_save_model, atomic_write_json  # noqa: E402
+from keras_sns.config import default_train_attack  # noqa: E402
+from keras_sns.evaluation import evaluate, generate_adversarial  # noqa: E402
+from keras_sns.files import atomic_save_model, atomic_write_json, atomic_write_text  # noqa: E402
+from keras_sns.precision import read_cpu  # noqa: E402
+from keras_sns.studies import AnalysisConfig, AttackSpec, run_analysis  # noqa: E402
 from keras_sns.training import RobustModel  # noqa: E402
+
+from experiments.report import (  # noqa: E402
+    cpus_seen,
+    draw_figures,
+    summarise_claims,
+    summarise_method,
+    table_markdown,
+    wilson,
+)
 
 logger = logging.getLogger("reproduce")
 
 EPS = 0.1  # Fashion-MNIST's L-inf radius
 L2_EPS = 1.5  # PGD-L2 / the C&W success radius on 28x28 images (stated, not tuned)
+PRECISION = "float32"  # every model, whatever the CPU (see the module docstring)
+
+
+#: The values of :attr:`Budget.black_box_scope`.
+BLACK_BOX_SCOPES = ("all", "seed0", "full_autoattack")
 
 
 @dataclass(frozen=True)
@@ -82,13 +156,23 @@ class Budget:
     layer_sets: tuple[str, ...] = ("conv3,conv4", "conv4", "conv2..conv4")
     seeds: tuple[int, ...] = (0, 1, 2)
     batch_size: int = 128
+    #: Which models SPSA and NAttack evaluate: "all" (every model and seed), "seed0"
+    #: (seed 0 of every method) or "full_autoattack" (seed 0 of the four models that
+    #: get the full AutoAttack). The others show "—" in the table.
+    black_box_scope: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.black_box_scope not in BLACK_BOX_SCOPES:
+            raise ValueError(f"Expected black_box_scope in {BLACK_BOX_SCOPES}. "
+                             f"Received: black_box_scope={self.black_box_scope!r}")
 
 
-#: The full budget: sized to a few hours of background compute on the AVX512 CPU.
-FULL = Budget(train_limit=20000, vanilla_epochs=3, epochs=2, steps=10, sweep_limit=10000,
+#: The full budget (see the module docstring for its size and why): 100 steps of 128 per
+#: fine-tuning epoch, 2 epochs, PGD-10; the base model trains 3 epochs on the whole fit split.
+FULL = Budget(train_limit=12800, vanilla_epochs=3, epochs=2, steps=10, sweep_limit=6400,
               sweep_epochs=1, val_limit=1000, test_limit=2000, cw_limit=500,
-              autoattack_limit=500, black_box_limit=200)
-#: The ``--quick`` budget: every stage on a tiny subset, one epoch (minutes).
+              autoattack_limit=500, black_box_limit=200, black_box_scope="full_autoattack")
+#: The ``--quick`` budget: every stage on a tiny subset, one epoch (about a minute).
 QUICK = Budget(train_limit=256, vanilla_epochs=1, epochs=1, steps=2, sweep_limit=128,
                sweep_epochs=1, val_limit=64, test_limit=64, cw_limit=16, autoattack_limit=16,
                black_box_limit=8, autoattack_steps=3, eval_steps=3, square_queries=10,
@@ -102,15 +186,20 @@ class Method:
 
     name: str
     method: str
-    attack: str = "pgd_linf"
+    attack: str | None = None  # training attack; None: the method's own (trades_kl for TRADES)
     selection: str | None = None  # SNS selection; None: no SNS term
     seeds: str = "one"  # "one" or "all"
     sns_on: str | None = None  # the base method the SNS term is added to (composed)
-    full_autoattack: bool = False
+    full_autoattack: bool = False  # standard AutoAttack on seed 0 (else APGD-CE + APGD-T)
     params: dict = field(default_factory=dict)
 
+    @property
+    def train_attack(self) -> str:
+        """The training attack's registry name."""
+        return self.attack or default_train_attack(self.method)
 
-#: The grid of the reproduction issue.
+
+#: The grid of the reproduction issue, in the table's order.
 METHODS = (
     Method("vanilla", "vanilla"),
     Method("pat", "pat", seeds="all", full_autoattack=True),
@@ -127,39 +216,64 @@ METHODS = (
     Method("single-step+sns", "sns", attack="fgsm_rs", selection="sen"),
 )
 
+#: Trained and evaluated first (seed 0), in this order: a partial run has their rows.
+PRIORITY = ("pat", "sns-sen", "trades", "trades+sns", "vanilla")
+
+#: The fine-tuned models (seed 0) the claims' studies compare with the base model.
+CLAIM_MODELS = ("pat", "trades", "sns-sen")
 
 # ------------------------------------------------------------------ helpers
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``lscpu``), recorded with every timing."""
+#: The vector extensions that set the speed of this grid, fastest first.
+ISAS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+
+
+def cpu_description() -> dict[str, Any]:
+    """The CPU as recorded with every timing: model name, best vector extension, CPUs.
+
+    The model name alone does not tell two machines of this project apart (both read
+    "AMD EPYC"; one has AVX512, the other only AVX2 and is about 3x slower), hence the
+    extension (the best of :data:`ISAS` in the CPU flags) and the CPUs this process may use.
+
+    Returns:
+        ``{"cpu_model", "cpu_isa", "cpus"}``.
+
+    Example:
+        >>> cpu_description()  # doctest: +SKIP
+        {'cpu_model': 'AMD EPYC', 'cpu_isa': 'avx512_bf16', 'cpus': 2}
+    """
+    model, flags = read_cpu()
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count()
+    return {"cpu_model": model, "cpu_isa": next((f for f in ISAS if f in flags), "other"),
+            "cpus": cpus}
 
 
-def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a binomial proportion ``correct / n``."""
-    if n <= 0:
-        raise ValueError(f"Expected n >= 1. Received: n={n}")
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
-def seed_interval(values: list[float]) -> dict[str, float]:
-    """Mean over seeds and its 95 % t-interval half-width (0 for one seed)."""
-    t95 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}
-    mean = float(np.mean(values))
-    if len(values) < 2:
-        return {"mean": mean, "half_width": 0.0, "n": len(values)}
-    half = t95.get(len(values), 1.96) * float(np.std(values, ddof=1)) / math.sqrt(len(values))
-    return {"mean": mean, "half_width": half, "n": len(values)}
+def run_order(methods: Sequence[Method] = METHODS, seeds: Sequence[int] = (0, 1, 2),
+              priority: Sequence[str] = PRIORITY) -> list[tuple[Method, int]]:
+    """The order models are trained and evaluated in: ``(method, seed)`` pairs.
+
+    Seed 0 of the ``priority`` methods (in that order), then seed 0 of the others (in
+    ``methods`` order), then each further seed of the methods run over every seed.
+    """
+    by_name = {m.name: m for m in methods}
+    ranked = [by_name[n] for n in priority if n in by_name]
+    ranked += [m for m in methods if m.name not in priority]
+    order = [(m, seeds[0]) for m in ranked]
+    for s in seeds[1:]:
+        order += [(m, s) for m in ranked if m.seeds == "all"]
+    return order
 
 
 def _load_json(path: Path) -> Any:
@@ -172,45 +286,86 @@ def _compile(model: keras.Model) -> keras.Model:
     return model
 
 
+def _row(accuracy: float, n: int, clean_accuracy: float, **extra) -> dict[str, Any]:
+    return {"accuracy": accuracy, "ci95": list(wilson(round(accuracy * n), n)), "n": n,
+            "clean_accuracy": clean_accuracy, **extra}
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One model of the grid: where it goes, its RobustModel settings, seed and row."""
+
+    key: str
+    spec: dict | None  # None until the sweep has chosen the SNS settings
+    seed: int
+    method: Method
+
+
 class Runner:
     """The stages, each cached under ``out``; see the module docstring."""
 
-    def __init__(self, out: Path, results: Path, budget: Budget, quick: bool):
+    def __init__(self, out: Path, results: Path, budget: Budget, quick: bool,
+                 command: str = "experiments/reproduce.py"):
         self.out, self.results, self.budget, self.quick = out, results, budget, quick
+        self.command = command  # recorded in the report
         self.out.mkdir(parents=True, exist_ok=True)
         self.results.mkdir(parents=True, exist_ok=True)
+        # float32 whatever the CPU: a grid resumed on another CPU stays comparable.
+        keras.config.set_dtype_policy(PRECISION)
+        self.cpu = cpu_description()
         b = budget
         self.fit = data.load_arrays("fashion_mnist", "fit", limit=b.train_limit)[:2]
         self.val = data.load_arrays("fashion_mnist", "validation", limit=b.val_limit)[:2]
         self.test = data.load_arrays("fashion_mnist", "test", limit=b.test_limit)[:2]
-        self.log = _load_json(out / "timings.json") or {}
 
-    def _timed(self, key: str, fn):
-        start = time.perf_counter()
+    # ---------------------------------------------------------------- timings
+
+    @property
+    def timings_path(self) -> Path:
+        """``<out>/timings.json``: the one place every piece's cost is recorded."""
+        return self.out / "timings.json"
+
+    def timings(self) -> dict[str, dict]:
+        """Every finished piece's timing (``<out>/timings.json``)."""
+        return _load_json(self.timings_path) or {}
+
+    def _timed(self, key: str, fn: Callable[[], Any], **info) -> Any:
+        """Run ``fn`` and record its wall and CPU seconds as piece ``key``."""
+        entry: dict[str, Any] = {**info, **self.cpu, "nice": os.nice(0),
+                                 "load1_start": load_average(), "started": time.time()}
+        wall, cpu = time.perf_counter(), time.process_time()
         result = fn()
-        self.log[key] = round(time.perf_counter() - start, 1)
-        atomic_write_json(self.out / "timings.json", self.log)
+        entry.update(wall_s=round(time.perf_counter() - wall, 2),
+                     cpu_s=round(time.process_time() - cpu, 2), load1_end=load_average(),
+                     finished=time.time(),
+                     finished_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        log = self.timings()  # re-read: another process may have added pieces
+        log[key] = entry
+        atomic_write_json(self.timings_path, log)
+        logger.info("%s: %.1f s wall, %.1f s CPU", key, entry["wall_s"], entry["cpu_s"])
         return result
 
     # ---------------------------------------------------------------- base
 
     def base(self) -> Path:
+        """The vanilla model every method fine-tunes from (trained once, then cached)."""
         path = self.out / "base" / "model.keras"
         if path.is_file():
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
+        x, y = data.load_arrays("fashion_mnist", "fit")[:2]
+        if self.quick:
+            x, y = x[: self.budget.train_limit], y[: self.budget.train_limit]
 
         def train():
             keras.utils.set_random_seed(0)
-            x, y = data.load_arrays("fashion_mnist", "fit")[:2]
-            if self.quick:
-                x, y = x[: self.budget.train_limit], y[: self.budget.train_limit]
             model = _compile(models.build("small_cnn"))
             model.fit(x, y, epochs=self.budget.vanilla_epochs, batch_size=self.budget.batch_size,
                       verbose=0)
             atomic_save_model(model, path)
 
-        self._timed("base", train)
+        self._timed("base", train, kind="train", model="base", examples=len(x),
+                    epochs=self.budget.vanilla_epochs)
         return path
 
     # ---------------------------------------------------------------- fine-tuning
@@ -221,17 +376,19 @@ class Runner:
         if path.is_file():
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
+        base_path = self.base()
 
         def train():
             keras.utils.set_random_seed(seed)
-            base = models.load(self.base())
+            base = models.load(base_path)
             if spec["method"] == "vanilla":
                 model = _compile(base)
                 model.fit(x, y, epochs=epochs, batch_size=self.budget.batch_size, verbose=0)
             else:
-                kwargs = {k: v for k, v in spec.items() if k not in ("attack",)}
-                attack = {"name": spec.get("attack", "pgd_linf"), "eps": EPS, "seed": seed}
-                if attack["name"] == "pgd_linf":
+                kwargs = {k: v for k, v in spec.items() if k != "attack"}
+                attack = {"name": spec.get("attack") or default_train_attack(spec["method"]),
+                          "eps": EPS, "seed": seed}
+                if attack["name"] in ("pgd_linf", "trades_kl"):
                     attack["steps"] = self.budget.steps
                 robust = _compile(RobustModel(base, attack=attack, seed=seed, **kwargs))
                 robust.fit(x, y, epochs=epochs, batch_size=self.budget.batch_size, verbose=0)
@@ -239,25 +396,33 @@ class Runner:
                 layer.trainable = True
             atomic_save_model(base, path)
             atomic_write_json(path.parent / "spec.json", {"spec": spec, "seed": seed,
-                                                          "epochs": epochs, "examples": len(x)})
+                                                          "epochs": epochs, "examples": len(x),
+                                                          "precision": PRECISION})
 
-        self._timed(key, train)
+        self._timed(f"train:{key}", train, kind="train", model=key, examples=len(x),
+                    epochs=epochs, steps_per_epoch=math.ceil(len(x) / self.budget.batch_size))
         return path
 
     # ---------------------------------------------------------------- sweep
 
-    def _score(self, path: Path) -> dict:
+    def _score(self, key: str, path: Path) -> dict:
         """Validation clean and PGD-20 accuracy (the sweep's score)."""
         cache = path.parent / "validation.json"
         if cache.is_file():
             return json.loads(cache.read_text())
-        model = models.load(path)
-        pgd = attacks.get("pgd_linf", eps=EPS, steps=self.budget.eval_steps, seed=0)
-        result = evaluate(model, self.val, [pgd], cascade=False, checks=False)
-        score = {"clean": result.clean_accuracy, "pgd20": result.rows[0].accuracy,
-                 "n": result.num_examples}
-        atomic_write_json(cache, score)
-        return score
+
+        def score():
+            model = models.load(path)
+            pgd = attacks.get("pgd_linf", eps=EPS, steps=self.budget.eval_steps, seed=0)
+            return evaluate(model, self.val, [pgd], cascade=False, checks=False,
+                            batch_size=self.budget.batch_size)
+
+        result = self._timed(f"score:{key}", score, kind="score", model=key,
+                             n=len(self.val[0]))
+        out = {"clean": result.clean_accuracy, "pgd20": result.rows[0].accuracy,
+               "n": result.num_examples}
+        atomic_write_json(cache, out)
+        return out
 
     def _sweep_run(self, lam: float, layers: str, freeze: bool) -> dict:
         key = f"sweep/lam{lam:g}_{layers.replace(',', '+').replace('..', '-')}_{'frozen' if freeze else 'all'}"
@@ -266,7 +431,7 @@ class Runner:
                 "freeze_below": freeze}
         x, y = self.fit[0][: b.sweep_limit], self.fit[1][: b.sweep_limit]
         path = self._fine_tune(key, spec, x, y, b.sweep_epochs, seed=0)
-        return {"lam": lam, "layers": layers, "freeze_below": freeze, **self._score(path)}
+        return {"lam": lam, "layers": layers, "freeze_below": freeze, **self._score(key, path)}
 
     def sweep(self) -> dict:
         """Coordinate search on validation PGD-20 accuracy: lambda, then layers, then freezing."""
@@ -281,8 +446,9 @@ class Runner:
         runs.append(self._sweep_run(best["lam"], best["layers"], True))
         best = max(runs, key=lambda r: (r["pgd20"], r["clean"]))
         # The PAT reference at the same sweep budget, for the doc's comparison.
-        pat = self._score(self._fine_tune("sweep/pat", {"method": "pat"}, self.fit[0][: b.sweep_limit],
-                                          self.fit[1][: b.sweep_limit], b.sweep_epochs, seed=0))
+        pat_path = self._fine_tune("sweep/pat", {"method": "pat"}, self.fit[0][: b.sweep_limit],
+                                   self.fit[1][: b.sweep_limit], b.sweep_epochs, seed=0)
+        pat = self._score("sweep/pat", pat_path)
         chosen = {"chosen": {k: best[k] for k in ("lam", "layers", "freeze_below")},
                   "score": {k: best[k] for k in ("clean", "pgd20")}, "runs": runs,
                   "pat_reference": pat, "criterion": "validation PGD-20 accuracy, then clean"}
@@ -291,214 +457,314 @@ class Runner:
 
     # ---------------------------------------------------------------- grid
 
-    def grid_specs(self, chosen: dict) -> list[tuple[str, dict, int, Method]]:
-        """(key, RobustModel settings, seed, method) of every model of the grid."""
-        sns = chosen["chosen"]
+    def plan(self, chosen: dict | None) -> list[Planned]:
+        """Every model of the grid in the order it is trained (:func:`run_order`)."""
+        sns = chosen["chosen"] if chosen else None
         out = []
-        for m in METHODS:
-            spec: dict[str, Any] = {"method": m.method, "attack": m.attack, **m.params}
+        for m, seed in run_order(METHODS, self.budget.seeds):
+            spec: dict[str, Any] | None = {"method": m.method, "attack": m.train_attack,
+                                           **m.params}
             if m.selection is not None:
-                term = {"layers": sns["layers"], "lam": sns["lam"], "k": 0.1,
-                        "selection": m.selection}
-                if m.sns_on:  # the SNS term composed with another adversarial loss
-                    spec["sns"] = term
+                if sns is None:
+                    spec = None
                 else:
-                    spec.update(term, freeze_below=sns["freeze_below"])
-            seeds = self.budget.seeds if m.seeds == "all" else self.budget.seeds[:1]
-            out += [(f"grid/{m.name}/seed{s}", spec, s, m) for s in seeds]
+                    term = {"layers": sns["layers"], "lam": sns["lam"], "k": 0.1,
+                            "selection": m.selection}
+                    if m.sns_on:  # the SNS term composed with another adversarial loss
+                        spec["sns"] = term
+                    else:
+                        spec.update(term, freeze_below=sns["freeze_below"])
+            out.append(Planned(f"grid/{m.name}/seed{seed}", spec, seed, m))
         return out
-
-    def grid(self, chosen: dict, methods: tuple[str, ...] | None = None
-             ) -> list[tuple[str, Path, Method]]:
-        b = self.budget
-        done = []
-        for key, spec, seed, m in self.grid_specs(chosen):
-            if methods is not None and m.name not in methods:
-                continue
-            epochs = b.epochs
-            logger.info("training %s", key)
-            path = self._fine_tune(key, spec, self.fit[0], self.fit[1], epochs, seed)
-            done.append((key, path, m))
-        return done
 
     # ---------------------------------------------------------------- evaluation
 
-    def _attack_list(self, m: Method) -> dict[str, list]:
+    def _eval_plan(self, m: Method, seed: int) -> list[tuple[str, str, int, Any]]:
+        """``(group, name, subset size, attack or AutoAttack stages)`` of one evaluation."""
         b = self.budget
-        full = {
-            "fgsm": attacks.get("fgsm", eps=EPS),
-            "pgd20": attacks.get("pgd_linf", eps=EPS, steps=b.eval_steps, seed=0),
-            "pgd_l2": attacks.get("pgd_l2", eps=L2_EPS, steps=b.eval_steps, seed=0),
-            **{f"noise{s}": attacks.get("gaussian_noise", severity=s, seed=0) for s in range(1, 6)},
-        }
-        if m.full_autoattack:
-            aa = [attacks.get("autoattack", eps=EPS, steps=b.autoattack_steps,
-                              n_queries=b.square_queries, seed=0)]
-        else:
-            aa = [attacks.get("apgd_ce", eps=EPS, steps=b.autoattack_steps, seed=0),
-                  attacks.get("apgd_t", eps=EPS, steps=b.autoattack_steps, seed=0)]
-        return {
-            "full": full,
-            "cw": {"cw_l2": attacks.get("cw_l2", iterations=b.cw_steps,
-                                        binary_search_steps=1 if self.quick else 3)},
-            "autoattack": {"autoattack" if m.full_autoattack else "apgd_ce+apgd_t": aa},
-            "black_box": {
-                "spsa": attacks.get("spsa", eps=EPS, iterations=b.spsa_iterations, seed=0),
-                "nattack": attacks.get("nattack", eps=EPS, iterations=b.nattack_iterations, seed=0),
-            },
-        }
+        full_aa = m.full_autoattack and seed == b.seeds[0]
+        black_box = (b.black_box_scope == "all" or seed == b.seeds[0] and (
+            b.black_box_scope == "seed0" or full_aa))
+        if full_aa:
+            stages = attacks.get("autoattack", eps=EPS, steps=b.autoattack_steps,
+                                 n_queries=b.square_queries, seed=0).stages()
+        else:  # AutoAttack's first two stages, the same attacks with the same seed
+            stages = [("apgd_ce", attacks.get("apgd_ce", eps=EPS, steps=b.autoattack_steps,
+                                              seed=0)),
+                      ("apgd_t", attacks.get("apgd_t", eps=EPS, steps=b.autoattack_steps,
+                                             seed=0))]
+        return [
+            ("full", "fgsm", b.test_limit, attacks.get("fgsm", eps=EPS)),
+            ("full", "pgd20", b.test_limit,
+             attacks.get("pgd_linf", eps=EPS, steps=b.eval_steps, seed=0)),
+            ("full", "pgd_l2", b.test_limit,
+             attacks.get("pgd_l2", eps=L2_EPS, steps=b.eval_steps, seed=0)),
+            *[("full", f"noise{s}", b.test_limit,
+               attacks.get("gaussian_noise", severity=s, seed=0)) for s in range(1, 6)],
+            ("cw", "cw_l2", b.cw_limit,
+             attacks.get("cw_l2", iterations=b.cw_steps,
+                         binary_search_steps=1 if self.quick else 3)),
+            ("autoattack", "autoattack" if full_aa else "apgd_ce+apgd_t", b.autoattack_limit,
+             stages),
+            *([("black_box", "spsa", b.black_box_limit,
+                attacks.get("spsa", eps=EPS, iterations=b.spsa_iterations, seed=0)),
+               ("black_box", "nattack", b.black_box_limit,
+                attacks.get("nattack", eps=EPS, iterations=b.nattack_iterations, seed=0))]
+              if black_box else []),
+        ]
 
-    def evaluate_model(self, key: str, path: Path, m: Method) -> dict:
-        cache = path.parent / "evaluation.json"
+    def _attack_piece(self, key: str, folder: Path, model: Callable[[], keras.Model],
+                      group: str, name: str, attack, n: int, checks: bool) -> dict:
+        """One attack on the first ``n`` test images, on its own; cached."""
+        cache = folder / f"{name}.json"
         if cache.is_file():
             return json.loads(cache.read_text())
-        model = models.load(path)
-        b = self.budget
-        x, y = self.test
-        limits = {"full": b.test_limit, "cw": b.cw_limit, "autoattack": b.autoattack_limit,
-                  "black_box": b.black_box_limit}
+        x, y = self.test[0][:n], self.test[1][:n]
+        result = self._timed(
+            f"eval:{key}:{name}",
+            lambda: evaluate(model(), (x, y), [attack], cascade=False, checks=checks,
+                             batch_size=self.budget.batch_size),
+            kind="eval", model=key, group=group, attack=name, n=len(x))
+        r = result.rows[0]
+        row = _row(r.accuracy, result.num_examples, result.clean_accuracy, ran_on=r.ran_on,
+                   fooled=r.fooled, warnings=result.warnings)
+        atomic_write_json(cache, row)
+        return row
+
+    def _cascade_piece(self, key: str, folder: Path, model: Callable[[], keras.Model],
+                       name: str, stages: list, n: int) -> dict[str, dict]:
+        """A worst-case cascade of ``stages`` on the first ``n`` test images.
+
+        Each stage attacks only the images every earlier stage left correct; each is
+        timed and cached on its own (with the images still standing), so a kill loses
+        one stage. Returns the ``apgd_ce+apgd_t`` row (after the first two stages) and,
+        for the full AutoAttack, the ``autoattack`` row (after all of them).
+        """
+        cache = folder / f"{name}.json"
+        if cache.is_file():
+            return json.loads(cache.read_text())
+        x, y = self.test[0][:n], self.test[1][:n]
+        state_path = folder / f"{name}.stages.json"
+        state = _load_json(state_path) or {}
+        logits = model().predict(x, batch_size=self.budget.batch_size, verbose=0)
+        correct = np.argmax(logits, axis=1) == y
+        clean = float(correct.mean())
+        standing = correct.copy()
+        for stage_name, stage in stages:
+            if stage_name not in state:
+                idx = np.flatnonzero(standing)
+
+                def run(stage=stage, idx=idx):
+                    if not len(idx):
+                        return np.zeros(0, dtype=bool)
+                    arrays = generate_adversarial(model(), (x[idx], y[idx]), stage,
+                                                  batch_size=self.budget.batch_size)
+                    return arrays["pred_adv"] != y[idx]
+
+                fooled = self._timed(f"eval:{key}:{name}/{stage_name}", run, kind="eval",
+                                     model=key, group="autoattack",
+                                     attack=f"{name}/{stage_name}", n=int(len(idx)))
+                standing[idx[fooled]] = False
+                state[stage_name] = {"accuracy": float(standing.mean()), "ran_on": int(len(idx)),
+                                     "fooled": int(fooled.sum()),
+                                     "standing": np.flatnonzero(standing).tolist()}
+                atomic_write_json(state_path, state)
+            standing = np.zeros(len(y), dtype=bool)
+            standing[state[stage_name]["standing"]] = True
+        accuracy = {s: state[s]["accuracy"] for s, _ in stages}
+        names = [s for s, _ in stages]
+        rows = {"apgd_ce+apgd_t": _row(accuracy["apgd_t"], len(y), clean,
+                                       stages={s: accuracy[s] for s in names[:2]})}
+        if name == "autoattack":
+            rows["autoattack"] = _row(accuracy[names[-1]], len(y), clean, stages=accuracy)
+        atomic_write_json(cache, rows)
+        return rows
+
+    def evaluate_model(self, key: str, path: Path, m: Method, seed: int,
+                       black_box: bool = True) -> dict:
+        """Every attack of the table on one model, each piece cached; the whole as
+        ``evaluation.json`` beside the model.
+
+        With ``black_box=False`` SPSA and NAttack (hours per model) are left for a later
+        pass and listed under ``"pending"``, so that every row gets its white-box numbers
+        first.
+        """
+        cache = path.parent / "evaluation.json"
+        cached = _load_json(cache)
+        if cached is not None and not (black_box and cached.get("pending")):
+            return cached
+        loaded: list[keras.Model] = []
+
+        def model() -> keras.Model:  # loaded only if some piece still has to run
+            if not loaded:
+                loaded.append(models.load(path))
+            return loaded[0]
+
+        folder = path.parent / "eval"
+        folder.mkdir(exist_ok=True)
         rows: dict[str, dict] = {}
-        clean = None
-        for group, named in self._attack_list(m).items():
-            n = limits[group]
-            singles = {k: a for k, a in named.items() if not isinstance(a, list)}
-            ensembles = {k: a for k, a in named.items() if isinstance(a, list)}
-            runs = []
-            if singles:  # one pass over the subset, each attack on its own
-                start = time.perf_counter()
-                result = evaluate(model, (x[:n], y[:n]), list(singles.values()), cascade=False,
-                                  checks=False)
-                runs += [(k, result, r.accuracy, r.seconds, None)
-                         for k, r in zip(singles, result.rows)]
-            for k, parts in ensembles.items():  # one worst-case cascade over its parts
-                start = time.perf_counter()
-                result = evaluate(model, (x[:n], y[:n]), parts, cascade=True, checks=False)
-                runs.append((k, result, result.robust_accuracy,
-                             round(time.perf_counter() - start, 1),
-                             {r.name: r.accuracy for r in result.rows}))
-            for k, result, acc, seconds, stages in runs:
-                total = result.num_examples
-                rows[k] = {"accuracy": acc, "ci95": list(wilson(round(acc * total), total)),
-                           "n": total, "clean_accuracy": result.clean_accuracy,
-                           "seconds": seconds, "warnings": result.warnings}
-                if stages:
-                    rows[k]["stages"] = stages
-            if group == "full":
-                total = result.num_examples
-                clean = {"accuracy": result.clean_accuracy, "n": total,
-                         "ci95": list(wilson(round(result.clean_accuracy * total), total))}
-        evaluation = {"clean": clean, "attacks": rows, "model": key}
+        version = None
+        pending = []
+        for group, name, n, attack in self._eval_plan(m, seed):
+            if group == "black_box" and not black_box:
+                pending.append(name)
+            elif group == "autoattack":
+                version = "standard" if name == "autoattack" else "apgd_ce+apgd_t"
+                rows.update(self._cascade_piece(key, folder, model, name, attack, n))
+            else:
+                rows[name] = self._attack_piece(key, folder, model, group, name, attack, n,
+                                                checks=name == "fgsm")
+        first = rows["fgsm"]
+        clean = {"accuracy": first["clean_accuracy"], "n": first["n"],
+                 "ci95": list(wilson(round(first["clean_accuracy"] * first["n"]), first["n"]))}
+        evaluation = {"model": key, "seed": seed, "clean": clean, "attacks": rows,
+                      "autoattack": version, "pending": pending}
         atomic_write_json(cache, evaluation)
-        self.log[f"eval:{key}"] = round(sum(r["seconds"] for r in rows.values()), 1)
-        atomic_write_json(self.out / "timings.json", self.log)
         return evaluation
 
     # ---------------------------------------------------------------- claims
 
-    def claims(self, trained: list[tuple[str, Path, Method]]) -> dict:
-        """The section IV studies on vanilla, PAT, TRADES and SNS-sen (seed 0), summarised."""
-        from keras_sns.studies import AnalysisConfig, AttackSpec, run_analysis
+    def claims(self) -> dict:
+        """The section IV studies on the base (vanilla) model and PAT, TRADES and SNS-sen
+        (seed 0, those trained so far), summarised in ``claims/claims.json``.
 
-        cache = self.out / "claims" / "claims.json"
-        if cache.is_file():
-            return json.loads(cache.read_text())
+        ``all`` (profiles, ratios; C4, C8) reruns when a model joins; ``vanilla``
+        (targeted, suppression, eps-sweep; C1-C3, C5) runs once.
+        """
+        out = self.out / "claims"
         paths = {"vanilla": self.base()}
-        paths.update({key.split("/")[1]: path for key, path, _ in trained
-                      if key.endswith("seed0") and key.split("/")[1] in ("pat", "trades", "sns-sen")})
-        loaded = {label: models.load(p) for label, p in paths.items()}
+        for name in CLAIM_MODELS:
+            p = self.out / "grid" / name / "seed0" / "model.keras"
+            if p.is_file():
+                paths[name] = p
         n = self.budget.autoattack_limit
         x, y = self.test[0][:n], self.test[1][:n]
         layers = ("conv1", "relu1", "conv2", "relu2", "conv3", "relu3", "conv4", "relu4", "fc1",
                   "fc1_relu")
         attack = AttackSpec("pgd_linf", {"eps": EPS, "steps": self.budget.eval_steps, "seed": 0})
-        out = self.out / "claims"
-        start = time.perf_counter()
-        run_analysis(loaded, x, y, AnalysisConfig(attack=attack, layers=layers,
-                                                   studies=("profile", "ratio")),
-                     out / "all")
-        fractions = (0.5, 1.0) if self.quick else (0.25, 0.5, 1.0, 1.5, 2.0)
-        quick = {"classes": (0, 1), "betas": (1.0, 0.5), "repeats": 1} if self.quick else {}
-        run_analysis({"vanilla": loaded["vanilla"]}, x, y,
-                     AnalysisConfig(attack=attack, layers=layers,
-                                    sweep_values=tuple(EPS * f for f in fractions),
-                                    studies=("targeted", "suppression", "eps-sweep"),
-                                    suppress_layer="relu4", **quick),
-                     out / "vanilla")
+        done = _load_json(out / "all" / "done.json")
+        if done is None or done["labels"] != list(paths):
+            loaded = {label: models.load(p) for label, p in paths.items()}
+            self._timed("claims:all", lambda: run_analysis(
+                loaded, x, y, AnalysisConfig(attack=attack, layers=layers,
+                                             studies=("profile", "ratio")), out / "all"),
+                kind="claims", model="claims/all", models=list(paths), n=len(x))
+            atomic_write_json(out / "all" / "done.json", {"labels": list(paths)})
+        if not (out / "vanilla" / "done.json").is_file():
+            fractions = (0.5, 1.0) if self.quick else (0.25, 0.5, 1.0, 1.5, 2.0)
+            quick = {"classes": (0, 1), "betas": (1.0, 0.5), "repeats": 1} if self.quick else {}
+            vanilla = models.load(paths["vanilla"])
+            self._timed("claims:vanilla", lambda: run_analysis(
+                {"vanilla": vanilla}, x, y,
+                AnalysisConfig(attack=attack, layers=layers,
+                               sweep_values=tuple(EPS * f for f in fractions),
+                               studies=("targeted", "suppression", "eps-sweep"),
+                               suppress_layer="relu4", **quick),
+                out / "vanilla"), kind="claims", model="claims/vanilla", n=len(x))
+            atomic_write_json(out / "vanilla" / "done.json", {"labels": ["vanilla"]})
         summary = summarise_claims(out)
-        summary["seconds"] = round(time.perf_counter() - start, 1)
-        atomic_write_json(cache, summary)
+        atomic_write_json(out / "claims.json", summary)
         return summary
 
     # ---------------------------------------------------------------- report
 
-    def report(self, chosen: dict, evaluations: dict[str, dict]) -> dict:
-        """Per method: every seed's numbers, and the mean with its seed interval."""
-        table: dict[str, dict] = {}
-        for key, ev in evaluations.items():
-            method = key.split("/")[1]
-            entry = table.setdefault(method, {"seeds": {}, "summary": {}})
-            entry["seeds"][key.split("/")[2]] = ev
-        for method, entry in table.items():
-            evs = list(entry["seeds"].values())
-            entry["summary"]["clean"] = seed_interval([e["clean"]["accuracy"] for e in evs])
-            for name in evs[0]["attacks"]:
-                entry["summary"][name] = seed_interval([e["attacks"][name]["accuracy"] for e in evs])
-        result = {"budget": dataclasses.asdict(self.budget), "quick": self.quick, "cpu": cpu_model(),
-                  "eps": EPS, "l2_eps": L2_EPS, "sweep": chosen, "table": table,
+    def report(self, figures: bool = True) -> dict:
+        """Write reproduce.json and table.md (and, with ``figures``, the PNGs and a copy
+        of timings.json) under ``results`` from whatever is finished.
+
+        Per method of :data:`METHODS` with a finished evaluation: every seed's numbers
+        and a summary cell per attack (:func:`experiments.report.summarise_method`);
+        the others are listed as ``pending``.
+        """
+        chosen = _load_json(self.out / "sweep" / "chosen.json")
+        finished: dict[str, dict[str, dict]] = {m.name: {} for m in METHODS}
+        for p in self.plan(chosen):
+            ev = _load_json(self.out / p.key / "evaluation.json")
+            if ev is not None:
+                finished[p.method.name][f"seed{p.seed}"] = ev
+        expected = {m.name: len(self.budget.seeds) if m.seeds == "all" else 1 for m in METHODS}
+        table = {name: {"seeds": evs, "summary": summarise_method(evs),
+                        "seeds_expected": expected[name]}
+                 for name, evs in finished.items() if evs}
+        timings = self.timings()
+        result = {"budget": dataclasses.asdict(self.budget), "quick": self.quick,
+                  "precision": PRECISION, "cpu": self.cpu,
+                  "cpus_seen": cpus_seen(timings),
+                  "eps": EPS, "l2_eps": L2_EPS,
+                  "methods": [{"name": m.name, "seeds_expected": expected[m.name]}
+                              for m in METHODS],
+                  "sweep": chosen, "table": table,
+                  "pending": [m.name for m in METHODS if m.name not in table],
                   "claims": _load_json(self.out / "claims" / "claims.json"),
-                  "timings_seconds": self.log,
-                  "command": " ".join(["experiments/reproduce.py", *sys.argv[1:]])}
+                  "timings": "timings.json",
+                  "command": self.command}
+        if figures:
+            result["figures"] = draw_figures(result, self.out / "claims",
+                                             self.results / "figures")
+            atomic_write_json(self.results / "timings.json", timings)
+        else:  # between models: keep the figures of the last full report
+            previous = _load_json(self.results / "reproduce.json") or {}
+            result["figures"] = previous.get("figures", {})
         atomic_write_json(self.results / "reproduce.json", result)
+        atomic_write_text(self.results / "table.md", table_markdown(result, timings))
         return result
 
+
+    # ---------------------------------------------------------------- the whole run
+
     def run(self, stages: tuple[str, ...], methods: tuple[str, ...] | None = None) -> dict:
-        self.base()
+        """Run ``stages`` (see :data:`STAGES`) on the grid rows ``methods`` (None: all)."""
+        if any(s in stages for s in ("base", "sweep", "grid", "claims")):
+            self.base()
         chosen = self.sweep() if "sweep" in stages else _load_json(self.out / "sweep" / "chosen.json")
-        if chosen is None:
+        if chosen is None and ("grid" in stages or "eval" in stages):
             raise SystemExit("The sweep has not run yet: run the 'sweep' stage first.")
-        trained = self.grid(chosen, methods) if "grid" in stages else []
-        evaluations = {}
-        if "eval" in stages:
-            for key, path, m in trained or []:
-                logger.info("evaluating %s", key)
-                evaluations[key] = self.evaluate_model(key, path, m)
+        plan = [p for p in self.plan(chosen) if methods is None or p.method.name in methods]
+        first_seed = self.budget.seeds[0]
+        priority = [i for i, p in enumerate(plan)
+                    if p.seed == first_seed and p.method.name in PRIORITY]
+        claims_after = priority[-1] if priority else None
+        for i, p in enumerate(plan):
+            path = self.out / p.key / "model.keras"
+            if "grid" in stages:
+                logger.info("training %s", p.key)
+                path = self._fine_tune(p.key, p.spec, self.fit[0], self.fit[1],
+                                       self.budget.epochs, p.seed)
+            if "eval" in stages and path.is_file():
+                logger.info("evaluating %s", p.key)
+                self.evaluate_model(p.key, path, p.method, p.seed, black_box=False)
+                self.report(figures=False)  # a killed run still leaves its table
+            if i == claims_after and "claims" in stages:
+                self.claims()
+        for p in plan if "eval" in stages else ():  # the black-box attacks come last
+            path = self.out / p.key / "model.keras"
+            if path.is_file():
+                self.evaluate_model(p.key, path, p.method, p.seed)
+                self.report(figures=False)
         if "claims" in stages:
-            self.claims(trained)
-        return self.report(chosen, evaluations)
-
-
-def summarise_claims(out: Path) -> dict:
-    """The numbers of C1-C5 and C8 from the studies' JSON files under ``out``."""
-    targeted = _load_json(out / "vanilla" / "targeted.json") or {}
-    classes = targeted.get("classes", {})
-    spearman = {t: e["spearman"] for t, e in classes.items() if e.get("num_success")}
-    report = (_load_json(out / "all" / "sensitivity.json") or {}).get("models", {})
-    sigma = {label: {layer: stats["mean_sigma"] for layer, stats in entry["layers"].items()}
-             for label, entry in report.items()}
-    suppression = (_load_json(out / "vanilla" / "suppression.json") or {}).get("results", {})
-    sweep = _load_json(out / "vanilla" / "eps_sweep.json") or {}
-    ratio = sweep.get("models", {}).get("vanilla", {}).get("mean_ratio", {})
-    return {
-        "C1_spearman_per_class": spearman,
-        "C1_mean_spearman": targeted.get("mean_spearman"),
-        "C2_layers": targeted.get("layers"),
-        "C3_suppression": {"sensitive": suppression.get("sensitive"),
-                           "random": suppression.get("random")},
-        "C4_C8_mean_sigma": sigma,
-        "C5_ratio_vs_eps": {"values": sweep.get("values"), "mean_ratio": ratio},
-    }
+            self.claims()
+        return self.report(figures="report" in stages)
 
 
 STAGES = ("base", "sweep", "grid", "eval", "claims", "report")
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Parse ``argv`` (None: the command line), run the stages and return the report.
+
+    Example:
+        >>> main(["--quick", "--out", "/tmp/q", "--results", "/tmp/q/results",
+        ...       "--methods", "pat"])["pending"][:2]  # doctest: +SKIP
+        ['vanilla', 'alp']
+    """
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/reproduce", help="Cache of models and results.")
-    p.add_argument("--results", default="docs/results", help="Where results.json goes.")
-    p.add_argument("--quick", action="store_true", help="The tiny budget (minutes).")
+    p.add_argument("--results", default="docs/results",
+                   help="Where reproduce.json, table.md, timings.json and figures/ go.")
+    p.add_argument("--quick", action="store_true", help="The tiny budget (about a minute).")
     p.add_argument("--stages", default=",".join(STAGES),
-                   help=f"Comma-separated stages to run, of {', '.join(STAGES)}.")
+                   help=f"Comma-separated stages to run, of {', '.join(STAGES)} "
+                        "('report' alone redraws the report from the cache).")
     p.add_argument("--methods", default=None,
                    help="Comma-separated grid rows to train and evaluate (default: all of "
                         f"{', '.join(m.name for m in METHODS)}).")
@@ -514,7 +780,9 @@ def main(argv: list[str] | None = None) -> dict:
         if bad:
             p.error(f"unknown method(s) {bad}; expected some of {', '.join(x.name for x in METHODS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    runner = Runner(Path(args.out), Path(args.results), QUICK if args.quick else FULL, args.quick)
+    command = " ".join(["experiments/reproduce.py", *(sys.argv[1:] if argv is None else argv)])
+    runner = Runner(Path(args.out), Path(args.results), QUICK if args.quick else FULL, args.quick,
+                    command)
     return runner.run(stages, methods)
 
 

@@ -1,61 +1,228 @@
-"""The reproduction runner (experiments/reproduce.py) in its --quick mode, so it cannot rot."""
+"""The reproduction runner (experiments/reproduce.py) in its --quick mode, so it cannot rot,
+and its report (experiments/report.py) against independent computations."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import scipy.stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments import reproduce  # noqa: E402
+from experiments import report, reproduce  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FIGURES = {"lambda_sweep", "layer_study", "robust_accuracy", "layer_sigma", "ratio_vs_eps",
+           "ratio_vs_eps_layers", "suppression", "targeted", "sensitivity_profile",
+           "sensitivity_ratio"}
 
 
 @pytest.mark.parametrize("k, n", [(0, 10), (7, 10), (10, 10), (412, 500), (1, 3)])
 def test_wilson_interval_matches_scipy(k, n):
     ci = scipy.stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
     # scipy uses the exact normal quantile; ours uses 1.96.
-    assert reproduce.wilson(k, n) == pytest.approx((ci.low, ci.high), abs=2e-4)
+    assert report.wilson(k, n) == pytest.approx((ci.low, ci.high), abs=2e-4)
+
+
+def test_wilson_rejects_bad_counts():
+    with pytest.raises(ValueError, match="Expected n >= 1. Received: n=0"):
+        report.wilson(0, 0)
+    with pytest.raises(ValueError, match="Expected 0 <= correct <= n"):
+        report.wilson(11, 10)
 
 
 def test_seed_interval_is_a_t_interval():
     values = [0.70, 0.72, 0.74]
-    got = reproduce.seed_interval(values)
+    got = report.seed_interval(values)
     half = scipy.stats.t.ppf(0.975, 2) * scipy.stats.sem(values)
     assert got["mean"] == pytest.approx(0.72) and got["half_width"] == pytest.approx(half, rel=1e-3)
-    assert reproduce.seed_interval([0.5]) == {"mean": 0.5, "half_width": 0.0, "n": 1}
+    assert report.seed_interval([0.5]) == {"mean": 0.5, "half_width": 0.0, "n": 1}
+
+
+def test_summary_cells_by_hand():
+    # One seed: the Wilson interval, half-width its larger side.
+    one = report.summary_cell([{"accuracy": 0.9, "ci95": [0.8, 0.95]}])
+    assert one["half_width"] == pytest.approx(0.1) and one["interval"] == "wilson"
+    assert report.format_cell(one) == "90.0 ± 10.0"
+    # Two seeds: t with 1 degree of freedom, 12.706 * |a - b| / 2.
+    two = report.summary_cell([{"accuracy": 0.6, "ci95": [0, 1]}, {"accuracy": 0.7, "ci95": [0, 1]}])
+    assert two["mean"] == pytest.approx(0.65) and two["half_width"] == pytest.approx(12.706 * 0.05)
+    # Noise: the mean of severities 1-5, bounds averaged.
+    rows = {f"noise{s}": {"accuracy": 0.1 * s, "ci95": [0.1 * s - 0.02, 0.1 * s + 0.04]}
+            for s in range(1, 6)}
+    noise = report.noise_row(rows)
+    assert noise["accuracy"] == pytest.approx(0.3)
+    assert noise["ci95"] == pytest.approx([0.28, 0.34])
+    assert report.noise_row({"noise1": rows["noise1"]}) is None
+
+
+def test_run_order_puts_the_important_rows_first():
+    order = [(m.name, s) for m, s in reproduce.run_order(reproduce.METHODS, (0, 1, 2))]
+    assert order[:5] == [("pat", 0), ("sns-sen", 0), ("trades", 0), ("trades+sns", 0),
+                         ("vanilla", 0)]
+    assert {s for _, s in order[:len(reproduce.METHODS)]} == {0}  # every method's seed 0 first
+    multi = [m.name for m in reproduce.METHODS if m.seeds == "all"]
+    assert order[len(reproduce.METHODS):] == ([(n, 1) for n in reproduce.PRIORITY if n in multi]
+                                              + [(n, 1) for n in multi if n not in reproduce.PRIORITY]
+                                              + [(n, 2) for n in reproduce.PRIORITY if n in multi]
+                                              + [(n, 2) for n in multi if n not in reproduce.PRIORITY])
+    assert len(order) == len(set(order)) == 22
+    # The full budget: 100 steps of 128 per epoch; TRADES trains on its own KL attack.
+    assert reproduce.FULL.train_limit == 100 * reproduce.FULL.batch_size
+    trades = {m.name: m for m in reproduce.METHODS}["trades"]
+    assert trades.train_attack == "trades_kl"
+
+
+def test_evaluation_plan_of_the_full_budget():
+    """Full AutoAttack and the black-box attacks for seed 0 of the four key models only;
+    APGD-CE + APGD-T for every other model and seed."""
+    from types import SimpleNamespace
+
+    runner = SimpleNamespace(budget=reproduce.FULL, quick=False)
+    full = {m.name for m in reproduce.METHODS if m.full_autoattack}
+    assert full == {"pat", "trades", "sns-sen", "trades+sns"}
+    for m, seed in reproduce.run_order(reproduce.METHODS, reproduce.FULL.seeds):
+        plan = {name: (group, n, attack)
+                for group, name, n, attack in reproduce.Runner._eval_plan(runner, m, seed)}
+        key = seed == 0 and m.name in full
+        assert ("autoattack" in plan) == key and ("apgd_ce+apgd_t" in plan) != key, (m.name, seed)
+        assert ({"spsa", "nattack"} <= set(plan)) == key, (m.name, seed)
+        stages = plan["autoattack" if key else "apgd_ce+apgd_t"][2]
+        assert [s for s, _ in stages] == (["apgd_ce", "apgd_t", "fab_t", "square"] if key
+                                          else ["apgd_ce", "apgd_t"])
+        assert plan["pgd20"][1] == 2000 and plan["cw_l2"][1] == 500
+        assert plan["pgd20"][2].get_config()["steps"] == 20
+    with pytest.raises(ValueError, match="Expected black_box_scope in .* Received: "
+                                         "black_box_scope='some'"):
+        reproduce.Budget(**{**reproduce.dataclasses.asdict(reproduce.FULL),
+                            "black_box_scope": "some"})
+
+
+def _cells(markdown: str, method: str) -> list[str]:
+    """The cells of a method's row of the first table of table.md."""
+    row = next(line for line in markdown.splitlines() if line.startswith(f"| {method} |"))
+    return [c.strip() for c in row.strip("|").split("|")]
+
+
+def _parse(cell: str) -> tuple[float, float]:
+    mean, half = re.match(r"^([\d.]+) ± ([\d.]+)", cell).groups()
+    return float(mean), float(half)
+
+
+def _expected(rows: list[dict]) -> tuple[float, float]:
+    """Mean and half-width in percent, computed independently with scipy."""
+    acc = [r["accuracy"] for r in rows]
+    if len(acc) > 1:
+        return 100 * np.mean(acc), 100 * scipy.stats.t.ppf(0.975, len(acc) - 1) * scipy.stats.sem(acc)
+    ci = scipy.stats.binomtest(round(acc[0] * rows[0]["n"]), rows[0]["n"]).proportion_ci(
+        confidence_level=0.95, method="wilson")
+    return 100 * acc[0], 100 * max(acc[0] - ci.low, ci.high - acc[0])
 
 
 def test_quick_run_trains_evaluates_resumes_and_reports(tmp_path):
     out, results = tmp_path / "runs", tmp_path / "results"
     args = ["--quick", "--out", str(out), "--results", str(results), "--methods", "pat"]
-    report = reproduce.main(args)
+    result = reproduce.main(args)
     saved = json.loads((results / "reproduce.json").read_text())
-    assert saved["table"].keys() == report["table"].keys() == {"pat"}
+    assert saved["table"].keys() == result["table"].keys() == {"pat"}
+    assert saved["precision"] == "float32"
+    assert saved["command"] == "experiments/reproduce.py " + " ".join(args)
     # The sweep chose on the validation split, among the runs it made.
     sweep = saved["sweep"]
     assert sweep["chosen"]["lam"] in reproduce.QUICK.lambdas
     assert sweep["score"]["pgd20"] == max(r["pgd20"] for r in sweep["runs"])
-    for method, entry in saved["table"].items():
-        assert set(entry["seeds"]) == {"seed0", "seed1"}  # PAT runs every seed
-        for ev in entry["seeds"].values():
-            assert ev["clean"]["accuracy"] == ev["attacks"]["fgsm"]["clean_accuracy"]
-            for name, row in ev["attacks"].items():
-                lo, hi = row["ci95"]
-                assert 0.0 <= lo <= row["accuracy"] <= hi <= 1.0, (method, name)
-                # An attack only ever turns correct answers into errors, on its own subset.
-                assert row["accuracy"] <= row["clean_accuracy"] + 1e-9, (method, name)
-            # PGD-20 is at least as strong as FGSM on the same images.
-            assert ev["attacks"]["pgd20"]["accuracy"] <= ev["attacks"]["fgsm"]["accuracy"] + 0.05
-        assert entry["summary"]["pgd20"]["n"] == 2
+    entry = saved["table"]["pat"]
+    assert set(entry["seeds"]) == {"seed0", "seed1"}  # PAT runs every seed
+    for ev in entry["seeds"].values():
+        assert ev["clean"]["accuracy"] == ev["attacks"]["fgsm"]["clean_accuracy"]
+        for name, row in ev["attacks"].items():
+            lo, hi = row["ci95"]
+            assert 0.0 <= lo <= row["accuracy"] <= hi <= 1.0, name
+            # An attack only ever turns correct answers into errors, on its own subset.
+            assert row["accuracy"] <= row["clean_accuracy"] + 1e-9, name
+        # PGD-20 is at least as strong as FGSM on the same images.
+        assert ev["attacks"]["pgd20"]["accuracy"] <= ev["attacks"]["fgsm"]["accuracy"] + 0.05
+    assert entry["summary"]["pgd20"]["n"] == 2
+    # Full AutoAttack on seed 0 only; a worst-case cascade whose first two stages are
+    # APGD-CE + APGD-T, the only evaluation seed 1 gets.
+    aa = entry["seeds"]["seed0"]["attacks"]["autoattack"]
+    assert list(aa["stages"]) == ["apgd_ce", "apgd_t", "fab_t", "square"]
+    stages = list(aa["stages"].values())
+    assert all(b <= a for a, b in zip(stages, stages[1:])) and aa["accuracy"] == stages[-1]
+    ce_t = entry["seeds"]["seed0"]["attacks"]["apgd_ce+apgd_t"]
+    assert ce_t["accuracy"] == aa["stages"]["apgd_t"]
+    seed1 = entry["seeds"]["seed1"]["attacks"]
+    assert "autoattack" not in seed1 and list(seed1["apgd_ce+apgd_t"]["stages"]) == ["apgd_ce", "apgd_t"]
+
+    # table.md: PAT's row holds the numbers of reproduce.json, recomputed here; the
+    # methods filtered out are pending.
+    markdown = (results / "table.md").read_text()
+    header = _cells(markdown, "method")
+    cells = dict(zip(header, _cells(markdown, "pat")))
+    assert cells["seeds"] == "2 of 2"
+    evs = list(entry["seeds"].values())
+    for key, column in report.COLUMNS:
+        if key == "noise":
+            rows = [report.noise_row(e["attacks"]) for e in evs]
+        elif key == "clean":
+            rows = [e["clean"] for e in evs]
+        else:
+            name = "autoattack" if key == "aa" else key
+            rows = [e["attacks"][name] for e in evs if name in e["attacks"]]
+        mean, half = _expected(rows)
+        got = _parse(cells[column])
+        assert got == pytest.approx((mean, half), abs=0.051), column
+    assert cells[dict(report.COLUMNS)["aa"]].endswith("(AA, 1 seed)")
+    assert not cells["PGD-20"].endswith(")")  # both seeds
+    for method in ("trades", "sns-sen", "vanilla"):
+        row = _cells(markdown, method)
+        assert row[1].startswith("0 of") and set(row[2:]) == {"pending"}, method
+    assert set(saved["pending"]) == {m.name for m in reproduce.METHODS} - {"pat"}
+
+    # Every figure was drawn: a small PNG.
+    assert set(saved["figures"]) == FIGURES
+    for name, file in saved["figures"].items():
+        data = (results / "figures" / file).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) < 150_000, name
+
+    # Timings: every piece has wall and CPU seconds, the CPU and the load around it.
+    timings = json.loads((out / "timings.json").read_text())
+    assert json.loads((results / "timings.json").read_text()) == timings
+    for piece in ("base", "score:sweep/pat", "train:grid/pat/seed0", "eval:grid/pat/seed0:pgd20",
+                  "eval:grid/pat/seed0:autoattack/square",
+                  "eval:grid/pat/seed1:apgd_ce+apgd_t/apgd_t", "claims:all", "claims:vanilla"):
+        assert piece in timings, piece
+    for piece, t in timings.items():
+        assert t["wall_s"] >= 0 and t["cpu_s"] >= 0 and t["cpu_model"], piece
+        assert t["cpu_isa"] in (*reproduce.ISAS, "other") and t["cpus"] >= 1, piece
+        assert {"load1_start", "load1_end", "started", "finished"} <= set(t), piece
+        assert t["started"] <= t["finished"], piece
+    # Interleaved: seed 0's white-box evaluation, and the claims on it, before seed 1
+    # trained; the black-box attacks (hours per model at full size) after every model.
+    black_box = {k: t for k, t in timings.items()
+                 if k.startswith("eval:") and k.split(":")[-1] in ("spsa", "nattack")}
+    evals = {k: t for k, t in timings.items() if k.startswith("eval:grid/pat/seed0")}
+    assert {k for k in black_box if k in evals} == {
+        "eval:grid/pat/seed0:spsa", "eval:grid/pat/seed0:nattack"}
+    seed0_done = max(t["finished"] for k, t in evals.items() if k not in black_box)
+    assert seed0_done <= timings["claims:all"]["started"]
+    assert timings["claims:vanilla"]["finished"] <= timings["train:grid/pat/seed1"]["started"]
+    last_eval = max(t["finished"] for k, t in timings.items()
+                    if k.startswith("eval:") and k not in black_box)
+    assert all(t["started"] >= last_eval for t in black_box.values())
+    assert all(ev["pending"] == [] for ev in saved["table"]["pat"]["seeds"].values())
+
     # The claims' studies ran on the vanilla and PAT models and their numbers are sane.
     claims = saved["claims"]
     assert set(claims["C4_C8_mean_sigma"]) == {"vanilla", "pat"}
     assert all(v >= 0 for layers in claims["C4_C8_mean_sigma"].values() for v in layers.values())
+    assert claims["C1_spearman_per_class"]  # the targeted study's classes were read
     assert all(-1.0 <= r <= 1.0 for r in claims["C1_spearman_per_class"].values())
+
     # A second run finds everything cached: nothing is trained or evaluated again.
-    timings = json.loads((out / "timings.json").read_text())
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.keras")}
     reproduce.main(args)
     assert json.loads((out / "timings.json").read_text()) == timings

@@ -382,3 +382,112 @@ def test_every_figure_has_titles_units_and_legends(trained, suppression, targete
                 assert ax.get_legend() is not None or fig.legends, f"{where}: no legend"
                 shown = [t.get_text() for t in (ax.get_legend() or fig.legends[0]).get_texts()]
                 assert set(_series(ax)) <= set(shown), where
+
+
+# ------------------------------------------------- the reproduction's figures (issue 15)
+
+_SWEEP = {
+    "runs": [{"lam": lam, "layers": "conv3,conv4", "freeze_below": False, "clean": c, "pgd20": p}
+             for lam, c, p in ((0.5, 0.86, 0.71), (0.05, 0.88, 0.69), (5.0, 0.60, 0.50))]
+    + [{"lam": 0.5, "layers": "conv4", "freeze_below": False, "clean": 0.87, "pgd20": 0.70},
+       {"lam": 0.5, "layers": "conv3,conv4", "freeze_below": True, "clean": 0.85, "pgd20": 0.72}],
+    "pat_reference": {"clean": 0.875, "pgd20": 0.695},
+    "chosen": {"lam": 0.5, "layers": "conv3,conv4", "freeze_below": True}, "n": 1000,
+}
+
+
+def _check_labels(fig):
+    import re
+
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert fig.get_suptitle() or len(panels) == 1 and panels[0].get_title()
+    for ax in panels:
+        assert ax.get_title()
+        assert re.match(UNIT, ax.get_xlabel()), ax.get_xlabel()
+        assert re.match(UNIT, ax.get_ylabel()), ax.get_ylabel()
+        shown = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert set(_series(ax)) <= set(shown)
+    return panels
+
+
+def _line(ax, label):
+    return next(line for line in ax.get_lines() if line.get_label() == label)
+
+
+def test_lambda_sweep_and_layer_study_figures_draw_the_sweep():
+    (ax,) = _check_labels(plots.lambda_sweep_figure(_SWEEP))
+    assert ax.get_xscale() == "log" and "n = 1000" in ax.get_title()
+    # The lambda line: the runs on the first run's layers and freezing, sorted by lambda.
+    pgd = _line(ax, "SNS, PGD-20")
+    np.testing.assert_allclose(pgd.get_xdata(), [0.05, 0.5, 5.0])
+    np.testing.assert_allclose(pgd.get_ydata(), [69.0, 71.0, 50.0])
+    np.testing.assert_allclose(_line(ax, "SNS, clean").get_ydata(), [88.0, 86.0, 60.0])
+    np.testing.assert_allclose(_line(ax, "PAT, PGD-20").get_ydata(), [69.5, 69.5])
+    np.testing.assert_allclose(_line(ax, "chosen λ = 0.5").get_xdata(), [0.5, 0.5])
+
+    (ax,) = _check_labels(plots.layer_study_figure(_SWEEP))
+    bars = {c.get_label(): [p.get_height() for p in c.patches] for c in ax.containers}
+    # Every run at the chosen lambda, in the sweep's order.
+    assert bars["SNS, PGD-20"] == pytest.approx([71.0, 70.0, 72.0])
+    assert bars["SNS, clean"] == pytest.approx([86.0, 87.0, 85.0])
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "conv3,conv4\nall trainable", "conv4\nall trainable", "conv3,conv4\nfrozen below"]
+    with pytest.raises(ValueError, match="Expected at least one sweep run"):
+        plots.lambda_sweep_figure({**_SWEEP, "runs": []})
+
+
+def test_interval_bars_figure_draws_values_intervals_and_pending_groups():
+    data = {"title": "Robust accuracy", "xlabel": "method (name)", "ylabel": "accuracy (%)",
+            "groups": ["pat", "sns", "alp"],
+            "series": {"PGD-20": {"pat": {"value": 70.0, "low": 66.0, "high": 73.0},
+                                  "sns": {"value": 72.0, "low": 71.0, "high": 75.0}},
+                       "AutoAttack": {"pat": {"value": 60.0, "low": 55.0, "high": 64.0}}}}
+    (ax,) = _check_labels(plots.interval_bars_figure(data))
+    containers = {c.get_label(): c for c in ax.containers if hasattr(c, "patches")}
+    assert [p.get_height() for p in containers["PGD-20"].patches] == [70.0, 72.0]
+    assert [p.get_height() for p in containers["AutoAttack"].patches] == [60.0]
+    # Each error bar spans low..high of its bar.
+    segments = containers["PGD-20"].errorbar.lines[2][0].get_segments()
+    assert [(s[0][1], s[1][1]) for s in segments] == [(66.0, 73.0), (71.0, 75.0)]
+    texts = [t for t in ax.texts if t.get_text() == "pending"]
+    assert len(texts) == 1 and texts[0].get_position()[0] == 2  # the group "alp"
+    with pytest.raises(ValueError, match="Expected groups and series"):
+        plots.interval_bars_figure({**data, "groups": []})
+
+
+def test_layer_sigma_and_ratio_kinds_figures():
+    sigma = {"layers": ["conv1", "relu1", "conv2"],
+             "models": {"vanilla": {"conv1": 0.3, "relu1": 0.1, "conv2": 0.2},
+                        "pat": {"conv1": 0.2, "relu1": 0.05}}}
+    (ax,) = _check_labels(plots.layer_sigma_figure(sigma))
+    assert ax.get_yscale() == "log"
+    np.testing.assert_allclose(_line(ax, "vanilla").get_ydata(), [0.3, 0.1, 0.2])
+    np.testing.assert_allclose(_line(ax, "pat").get_xdata(), [0, 1])  # conv2 not measured
+
+    layers = ["conv1", "relu1", "conv2", "relu2"]
+    sweep = {"attack": {"name": "pgd_linf"}, "param": "eps", "values": [0.05, 0.1],
+             "layers": layers, "models": {"vanilla": {"mean_ratio": {
+                 name: [0.1 * (i + 1), 0.2 * (i + 1)] for i, name in enumerate(layers)}}}}
+    (ax,) = _check_labels(plots.ratio_kinds_figure(sweep))
+    lines = {name: _line(ax, name) for name in layers}
+    assert [lines[n].get_linestyle() for n in layers] == ["-", "--", "-", "--"]
+    # A ReLU takes the colour of the conv layer before it; the next conv a new one.
+    assert lines["relu1"].get_color() == lines["conv1"].get_color() != lines["conv2"].get_color()
+    np.testing.assert_allclose(lines["relu2"].get_ydata(), [0.4, 0.8])
+
+
+def test_save_figure_with_a_palette_is_a_smaller_png(tmp_path):
+    from PIL import Image
+
+    fig = plots.lambda_sweep_figure(_SWEEP)
+    full = plots.save_figure(fig, tmp_path / "full.png", dpi=100)
+    small = plots.save_figure(fig, tmp_path / "sub" / "small.png", dpi=100, colors=256)
+    assert small.read_bytes()[:8] == PNG_MAGIC and small.stat().st_size < full.stat().st_size
+    with Image.open(small) as image, Image.open(full) as reference:
+        assert image.mode == "P" and image.size == reference.size
+    # max_bytes halves the palette until the file fits (here: down to 16 colours).
+    tiny = plots.compress_png(full, tmp_path / "tiny.png", max_bytes=1)
+    with Image.open(tiny) as image:
+        assert len(image.getcolors()) <= 16
+    with pytest.raises(ValueError, match="Expected 2 <= colors <= 256. Received: colors=1"):
+        plots.save_figure(fig, tmp_path / "bad.png", colors=1)

@@ -1,0 +1,467 @@
+"""The reproduction's report: from the JSON ``experiments/reproduce.py`` caches to the
+Table III analogue in Markdown, the timing tables and the figures.
+
+Nothing here trains or attacks: every function reads finished results (a partial run
+included: methods with no finished model are "pending") and formats them, so the report
+can be redrawn at any time while the grid runs (``reproduce.py --stages report``).
+
+Intervals, all 95 %: over seeds, the t-interval of the mean (:func:`seed_interval`);
+for one seed, the binomial Wilson interval (:func:`wilson`) of the evaluation's images.
+The figures are drawn by :mod:`keras_sns.studies.figures`.
+
+Example:
+    >>> cell = summary_cell([{"accuracy": 0.7, "ci95": [0.68, 0.72]},
+    ...                      {"accuracy": 0.74, "ci95": [0.72, 0.76]}])
+    >>> format_cell(cell)
+    '72.0 ± 25.4'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keras_sns.studies import figures
+
+__all__ = ["COLUMNS", "FIGURE_DPI", "MAX_FIGURE_BYTES", "NOISE", "STUDY_FIGURES", "cpus_seen",
+           "draw_figures", "format_cell", "noise_row",
+           "robust_bars", "seed_interval", "summarise_claims", "summarise_method",
+           "summary_cell", "table_markdown", "timing_markdown", "wilson"]
+
+#: Columns of table.md: (key in a method's summary, header).
+COLUMNS = (("clean", "clean"), ("fgsm", "FGSM"), ("pgd20", "PGD-20"), ("pgd_l2", "PGD-L2"),
+           ("cw_l2", "C&W-L2"), ("aa", "AutoAttack (AA) or APGD-CE+T (CE+T)"),
+           ("apgd_ce+apgd_t", "APGD-CE+T"), ("spsa", "SPSA"), ("nattack", "NAttack"),
+           ("noise", "noise 1-5 (mean)"))
+
+#: The Gaussian-noise rows of an evaluation, severities 1-5.
+NOISE = tuple(f"noise{s}" for s in range(1, 6))
+
+#: Resolution of the report's own figures (a 256-colour palette keeps them small).
+FIGURE_DPI = 100
+
+#: The largest figure file wanted (figures are committed).
+MAX_FIGURE_BYTES = 150_000
+
+#: Figures the studies already drew (:func:`keras_sns.studies.run_analysis`), copied with
+#: a smaller palette: (name in the report, file under the runner's claims folder).
+STUDY_FIGURES = (("ratio_vs_eps_layers", "vanilla/eps_sweep.png"),
+                 ("suppression", "vanilla/suppression.png"),
+                 ("targeted", "vanilla/targeted.png"),
+                 ("sensitivity_profile", "all/profile.png"),
+                 ("sensitivity_ratio", "all/ratio.png"))
+
+# The evaluation groups of the timing table: (group, header).
+_GROUPS = (("full", "clean/FGSM/PGD/noise"), ("cw", "C&W-L2"),
+           ("autoattack", "AutoAttack or CE+T"), ("black_box", "SPSA + NAttack"))
+
+
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a binomial proportion ``correct / n``.
+
+    Args:
+        correct: Successes (correctly classified images).
+        n: Trials (images), at least 1.
+        z: The normal quantile (1.96: 95 %).
+
+    Returns:
+        ``(low, high)``, within [0, 1].
+
+    Example:
+        >>> [round(v, 3) for v in wilson(7, 10)]
+        [0.397, 0.892]
+    """
+    if n <= 0:
+        raise ValueError(f"Expected n >= 1. Received: n={n}")
+    if not 0 <= correct <= n:
+        raise ValueError(f"Expected 0 <= correct <= n. Received: correct={correct}, n={n}")
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def seed_interval(values: Sequence[float]) -> dict[str, float]:
+    """Mean over seeds and its 95 % t-interval half-width (0 for one seed).
+
+    Args:
+        values: One accuracy per seed.
+
+    Returns:
+        ``{"mean", "half_width", "n"}``.
+
+    Example:
+        >>> round(seed_interval([0.70, 0.72, 0.74])["half_width"], 4)
+        0.0497
+    """
+    t95 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return {"mean": mean, "half_width": 0.0, "n": len(values)}
+    half = t95.get(len(values), 1.96) * float(np.std(values, ddof=1)) / math.sqrt(len(values))
+    return {"mean": mean, "half_width": half, "n": len(values)}
+
+
+def summary_cell(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One table cell from one evaluation row per seed: mean and 95 % interval.
+
+    Two or more seeds: the mean over seeds and its t-interval (:func:`seed_interval`).
+    One seed: the accuracy and its Wilson interval (the row's ``ci95``); ``half_width``
+    is then the larger side, so ``mean ± half_width`` covers the whole interval.
+
+    Args:
+        rows: ``[{"accuracy", "ci95": [low, high]}, ...]``, one per seed.
+
+    Returns:
+        ``{"mean", "half_width", "low", "high", "n" (seeds), "interval"}``.
+
+    Example:
+        >>> summary_cell([{"accuracy": 0.5, "ci95": [0.4, 0.62]}])["half_width"]
+        0.12
+    """
+    if not rows:
+        raise ValueError("Expected at least one evaluation row. Received: rows=[]")
+    if len(rows) >= 2:
+        s = seed_interval([r["accuracy"] for r in rows])
+        return {**s, "low": s["mean"] - s["half_width"], "high": s["mean"] + s["half_width"],
+                "interval": "t over seeds"}
+    acc, (low, high) = rows[0]["accuracy"], rows[0]["ci95"]
+    return {"mean": acc, "half_width": max(acc - low, high - acc), "low": low, "high": high,
+            "n": 1, "interval": "wilson"}
+
+
+def noise_row(attack_rows: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The mean over Gaussian-noise severities 1-5 of one evaluation, as a row.
+
+    Its interval averages the five Wilson bounds: conservative, since the severities are
+    measured on the same images (their errors are positively correlated).
+
+    Args:
+        attack_rows: An evaluation's ``attacks`` (``{"noise1": {"accuracy", "ci95"}, ...}``).
+
+    Returns:
+        ``{"accuracy", "ci95"}``, or None when a severity is missing.
+
+    Example:
+        >>> noise_row({f"noise{s}": {"accuracy": 0.5, "ci95": [0.4, 0.6]}
+        ...            for s in range(1, 6)})["accuracy"]
+        0.5
+    """
+    if not all(k in attack_rows for k in NOISE):
+        return None
+    rows = [attack_rows[k] for k in NOISE]
+    return {"accuracy": float(np.mean([r["accuracy"] for r in rows])),
+            "ci95": [float(np.mean([r["ci95"][0] for r in rows])),
+                     float(np.mean([r["ci95"][1] for r in rows]))]}
+
+
+def format_cell(cell: Mapping[str, Any] | None) -> str:
+    """``mean ± half-width`` in percent with one decimal; an em dash for no cell.
+
+    Example:
+        >>> format_cell({"mean": 0.7512, "half_width": 0.0189})
+        '75.1 ± 1.9'
+    """
+    if cell is None:
+        return "—"
+    return f"{100 * cell['mean']:.1f} ± {100 * cell['half_width']:.1f}"
+
+
+def summarise_method(evaluations: Mapping[str, Mapping[str, Any]]) -> dict[str, dict]:
+    """A summary cell (:func:`summary_cell`) per attack of one method's evaluations.
+
+    Args:
+        evaluations: ``{"seed0": evaluation, ...}``, each with ``clean`` and ``attacks``.
+
+    Returns:
+        ``{name: cell}`` for ``clean``, every attack, ``noise`` (the mean of severities
+        1-5) and ``aa``: AutoAttack where some seed ran it (``"which": "AA"``), else
+        APGD-CE + APGD-T (``"which": "CE+T"``).
+
+    Example:
+        >>> summarise_method({"seed0": ev})["pgd20"]["mean"]  # doctest: +SKIP
+    """
+    if not evaluations:
+        raise ValueError("Expected at least one evaluation. Received: {}")
+    per_name: dict[str, list[dict]] = {}
+    for ev in evaluations.values():
+        rows = {"clean": ev["clean"], **ev["attacks"]}
+        noise = noise_row(ev["attacks"])
+        if noise is not None:
+            rows["noise"] = noise
+        for name, row in rows.items():
+            per_name.setdefault(name, []).append(row)
+    summary = {name: summary_cell(rows) for name, rows in per_name.items()}
+    aa = summary.get("autoattack") or summary.get("apgd_ce+apgd_t")
+    if aa is not None:
+        summary["aa"] = {**aa, "which": "AA" if "autoattack" in summary else "CE+T"}
+    return summary
+
+
+def _load_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def summarise_claims(claims_dir: str | Path) -> dict[str, Any]:
+    """The numbers of C1-C5 and C8 from the studies' JSON files under ``claims_dir``.
+
+    Args:
+        claims_dir: The runner's ``claims`` folder: ``all/sensitivity.json`` (every
+            model) and ``vanilla/{targeted,suppression,eps_sweep}.json``.
+
+    Returns:
+        ``{"C1_spearman_per_class", "C1_mean_spearman", "C2_layers", "C3_suppression",
+        "C4_C8_mean_sigma", "C5_ratio_vs_eps"}``; studies not run yet give empty values.
+
+    Example:
+        >>> summarise_claims("runs/reproduce/claims")["C1_mean_spearman"]  # doctest: +SKIP
+    """
+    out = Path(claims_dir)
+    targeted = _load_json(out / "vanilla" / "targeted.json") or {}
+    targeted = targeted.get("models", {}).get("vanilla", {})
+    classes = targeted.get("classes", {})
+    spearman = {t: e["spearman"] for t, e in classes.items() if e.get("num_success")}
+    report = (_load_json(out / "all" / "sensitivity.json") or {}).get("models", {})
+    sigma = {label: {layer: stats["mean_sigma"] for layer, stats in entry["layers"].items()}
+             for label, entry in report.items()}
+    suppression = _load_json(out / "vanilla" / "suppression.json") or {}
+    suppression = suppression.get("models", {}).get("vanilla", {}).get("results", {})
+    sweep = _load_json(out / "vanilla" / "eps_sweep.json") or {}
+    ratio = sweep.get("models", {}).get("vanilla", {}).get("mean_ratio", {})
+    return {
+        "C1_spearman_per_class": spearman,
+        "C1_mean_spearman": targeted.get("mean_spearman"),
+        "C2_layers": targeted.get("layers"),
+        "C3_suppression": {"sensitive": suppression.get("sensitive"),
+                           "random": suppression.get("random")},
+        "C4_C8_mean_sigma": sigma,
+        "C5_ratio_vs_eps": {"values": sweep.get("values"), "mean_ratio": ratio},
+    }
+
+
+def robust_bars(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The data of the robust-accuracy figure (:func:`figures.interval_bars_figure`).
+
+    Args:
+        result: The report dict (``methods``, ``table``, ``eps``).
+
+    Returns:
+        PGD-20, APGD-CE+T and AutoAttack (seed 0) per method in percent, with their 95 %
+        intervals clipped to [0, 100]; every method is a group (pending ones empty).
+    """
+    labels = (("PGD-20", "pgd20"), ("APGD-CE+T", "apgd_ce+apgd_t"),
+              ("AutoAttack (seed 0)", "autoattack"))
+    series: dict[str, dict] = {label: {} for label, _ in labels}
+    for name, entry in result["table"].items():
+        for label, key in labels:
+            cell = entry["summary"].get(key)
+            if cell is not None:
+                series[label][name] = {"value": 100 * cell["mean"],
+                                       "low": 100 * max(0.0, cell["low"]),
+                                       "high": 100 * min(1.0, cell["high"])}
+    return {"title": f"Robust accuracy on the test split (L-inf eps = {result['eps']}; "
+                     "95 % intervals)",
+            "xlabel": "training method (fine-tuned from one vanilla model)",
+            "ylabel": "accuracy (%)", "groups": [m["name"] for m in result["methods"]],
+            "series": series}
+
+
+def table_markdown(result: Mapping[str, Any], timings: Mapping[str, Any]) -> str:
+    """The Table III analogue and the timing tables, in Markdown.
+
+    Args:
+        result: The report dict: ``methods`` (``[{"name", "seeds_expected"}]``, the row
+            order), ``table`` (finished methods: ``seeds``, ``summary``), ``budget``,
+            ``eps``, ``l2_eps``, ``precision``, ``command``.
+        timings: The runner's ``timings.json``.
+
+    Returns:
+        The Markdown text.
+    """
+    b = result["budget"]
+    table = result["table"]
+    lines = [
+        f"# Reproduction on Fashion-MNIST (small_cnn, L-inf eps {result['eps']}): accuracy (%)",
+        "",
+        f"Budget: each model fine-tuned from one vanilla model on {b['train_limit']} fit "
+        f"examples for {b['epochs']} epochs, training attack {b['steps']} steps; clean, FGSM, "
+        f"PGD-20, PGD-L2 (eps {result['l2_eps']}) and noise on the first {b['test_limit']} test "
+        f"images, C&W-L2 on {b['cw_limit']}, AutoAttack / APGD-CE+T on {b['autoattack_limit']}, "
+        f"SPSA and NAttack on {b['black_box_limit']}. Precision {result['precision']}. "
+        f"Command: `{result['command']}`.",
+        "",
+        "| method | seeds | " + " | ".join(h for _, h in COLUMNS) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " |",
+    ]
+    for m in result["methods"]:
+        entry = table.get(m["name"])
+        if entry is None:
+            lines.append(f"| {m['name']} | 0 of {m['seeds_expected']} | "
+                         + " | ".join("pending" for _ in COLUMNS) + " |")
+            continue
+        s = entry["summary"]
+        cells = []
+        for key, _ in COLUMNS:
+            cell = format_cell(s.get(key))
+            notes = [s[key]["which"]] if key == "aa" and key in s else []
+            if key in s and s[key]["n"] < len(entry["seeds"]):
+                notes.append(f"{s[key]['n']} seed" + ("s" if s[key]["n"] > 1 else ""))
+            cells.append(cell + (f" ({', '.join(notes)})" if notes else ""))
+        lines.append(f"| {m['name']} | {len(entry['seeds'])} of {m['seeds_expected']} | "
+                     + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Each cell: mean ± half-width of a 95 % interval, in percent. Over seeds (t-interval) "
+        "where the cell has two or more seeds; with one seed, the binomial Wilson interval on "
+        "the images (± its larger side); a cell on fewer seeds than its row says how many "
+        "(\"1 seed\": seed 0). The AA column is standard AutoAttack (APGD-CE, APGD-T, FAB-T, "
+        "Square) where marked AA, run on seed 0 only, else APGD-CE + APGD-T (CE+T); the "
+        "APGD-CE+T column holds the latter for every model and seed (for AA models: after "
+        "AutoAttack's first two stages, the same attacks). Noise: the mean over severities "
+        "1-5; for one seed, the mean of the five Wilson bounds (conservative: the severities "
+        f"share the images). SPSA and NAttack ran on: {b.get('black_box_scope', 'all')} "
+        "(\"full_autoattack\": seed 0 of the AA models only); — : not run, by the budget. "
+        "Pending: not finished yet.",
+        "",
+    ]
+    lines += timing_markdown(timings)
+    return "\n".join(lines) + "\n"
+
+
+def _total(items: Sequence[Mapping[str, Any]]) -> str:
+    if not items:
+        return "—"
+    return f"{sum(e['wall_s'] for e in items):.0f} / {sum(e['cpu_s'] for e in items):.0f}"
+
+
+def _loads(items: Sequence[Mapping[str, Any]]) -> str:
+    values = [v for e in items for v in (e.get("load1_start"), e.get("load1_end"))
+              if v is not None]
+    return f"{min(values):.1f}-{max(values):.1f}" if values else "—"
+
+
+def cpus_seen(timings: Mapping[str, Any]) -> list[str]:
+    """The machines the pieces ran on: ``"AMD EPYC (avx512_bf16, 2 CPUs)"``, sorted.
+
+    Example:
+        >>> cpus_seen({"base": {"cpu_model": "AMD EPYC", "cpu_isa": "avx2", "cpus": 2}})
+        ['AMD EPYC (avx2, 2 CPUs)']
+    """
+    seen = set()
+    for e in timings.values():
+        if isinstance(e, dict) and "cpu_model" in e:
+            extra = ", ".join(str(v) for v in (e.get("cpu_isa"),
+                                              f"{e['cpus']} CPUs" if e.get("cpus") else None)
+                              if v)
+            seen.add(f"{e['cpu_model']} ({extra})" if extra else e["cpu_model"])
+    return sorted(seen)
+
+
+def timing_markdown(timings: Mapping[str, Any]) -> list[str]:
+    """What each model and stage cost (wall s / CPU s) and the load while it ran.
+
+    Args:
+        timings: The runner's ``timings.json``: ``{piece: {"wall_s", "cpu_s", "kind",
+            "model", "group", "attack", "cpu_model", "load1_start", "load1_end", ...}}``.
+
+    Returns:
+        Markdown lines: one row per grid model (training and each evaluation group), the
+        base, sweep and claims totals, and every AutoAttack stage.
+    """
+    entries = [e for e in timings.values() if isinstance(e, dict) and "wall_s" in e]
+    cpus = cpus_seen(timings) or ["—"]
+    lines = [
+        "## What it cost (wall s / CPU s)",
+        "",
+        "CPU seconds are the process' (all threads, `time.process_time`), measured while "
+        "other work shared the machine; CPU(s): " + ", ".join(cpus) + ". Load: the range "
+        "of the 1-minute load average at the start and end of each piece.",
+        "",
+        "| model | train | " + " | ".join(h for _, h in _GROUPS) + " | total | load |",
+        "| --- | --- | " + " | ".join("---" for _ in _GROUPS) + " | --- | --- |",
+    ]
+    for model in dict.fromkeys(e.get("model", "") for e in entries):
+        if not model.startswith("grid/"):
+            continue
+        mine = [e for e in entries if e.get("model") == model]
+        cells = [_total([e for e in mine if e.get("kind") == "train"])]
+        cells += [_total([e for e in mine if e.get("group") == g]) for g, _ in _GROUPS]
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {_total(mine)} | "
+                     f"{_loads(mine)} |")
+    others = {"base model": [e for e in entries if e.get("model") == "base"],
+              "sweep (every run and its score)":
+                  [e for e in entries if str(e.get("model", "")).startswith("sweep/")],
+              "claims (studies)": [e for e in entries if e.get("kind") == "claims"],
+              "everything": entries}
+    lines += ["", "| piece | wall s / CPU s | pieces | load |", "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | {_total(items)} | {len(items)} | {_loads(items)} |"
+              for name, items in others.items()]
+    stages = [e for e in entries if e.get("group") == "autoattack"]
+    if stages:
+        lines += ["", "AutoAttack and APGD-CE+T stages (each on the images still standing):",
+                  "", "| model | stage | images attacked | wall s | CPU s |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {e['model']} | {e.get('attack', '')} | {e.get('n', '')} | "
+                  f"{e['wall_s']:.0f} | {e['cpu_s']:.0f} |" for e in stages]
+    return lines
+
+
+def draw_figures(result: Mapping[str, Any], claims_dir: str | Path,
+                 folder: str | Path) -> dict[str, str]:
+    """Draw the report's figures as PNGs (256 colours, < 150 KB each) under ``folder``.
+
+    Drawn here (100 dpi): (a) ``lambda_sweep`` and (b) ``layer_study``, the SNS sweep on
+    the validation split with PAT's reference; (c) ``robust_accuracy``, PGD-20,
+    APGD-CE+T and AutoAttack per method with 95 % intervals; (d) ``layer_sigma``, the
+    mean sensitivity per layer of the claims' models (C4, C8); (e) ``ratio_vs_eps``, the
+    ratio of ReLU vs. conv layers against eps (C5). Copied from the studies
+    (:data:`STUDY_FIGURES`): ``ratio_vs_eps_layers`` (one panel per layer),
+    (f) ``suppression`` (C3), ``targeted`` (C1, C2), ``sensitivity_profile`` and
+    ``sensitivity_ratio`` (Fig. 10-13). A figure whose data is not finished is "pending".
+
+    Args:
+        result: The report dict (``sweep``, ``table``, ``methods``, ``eps``, ``claims``).
+        claims_dir: The runner's ``claims`` folder (the studies' JSON).
+        folder: Where the PNGs go.
+
+    Returns:
+        ``{name: file name or "pending"}``.
+    """
+    folder, claims_dir = Path(folder), Path(claims_dir)
+    drawn: dict[str, str] = {}
+
+    def draw(name: str, make: Callable[[], Any] | None) -> None:
+        if make is None:
+            drawn[name] = "pending"
+            return
+        path = figures.save_figure(make(), folder / f"{name}.png", dpi=FIGURE_DPI, colors=256)
+        if path.stat().st_size > MAX_FIGURE_BYTES:
+            figures.compress_png(path, path, max_bytes=MAX_FIGURE_BYTES)
+        drawn[name] = path.name
+
+    sweep = result.get("sweep")
+    if sweep:
+        sweep = {**sweep, "n": sweep["runs"][0].get("n")}
+    draw("lambda_sweep", (lambda: figures.lambda_sweep_figure(sweep)) if sweep else None)
+    draw("layer_study", (lambda: figures.layer_study_figure(sweep)) if sweep else None)
+    draw("robust_accuracy", (lambda: figures.interval_bars_figure(robust_bars(result)))
+         if result["table"] else None)
+    sigma = (result.get("claims") or {}).get("C4_C8_mean_sigma")
+    draw("layer_sigma", (lambda: figures.layer_sigma_figure(
+        {"layers": list(next(iter(sigma.values()))), "models": sigma})) if sigma else None)
+    sweep_eps = _load_json(claims_dir / "vanilla" / "eps_sweep.json")
+    draw("ratio_vs_eps", (lambda: figures.ratio_kinds_figure(sweep_eps)) if sweep_eps else None)
+    for name, source in STUDY_FIGURES:
+        source = claims_dir / source
+        if source.is_file():
+            drawn[name] = figures.compress_png(source, folder / f"{name}.png",
+                                               max_bytes=MAX_FIGURE_BYTES).name
+        else:
+            drawn[name] = "pending"
+    return drawn
