@@ -18,6 +18,7 @@ A new architecture is one function and one ``@register("name")`` decorator.
 
 from __future__ import annotations
 
+import logging
 import numbers
 import os
 from collections.abc import Callable, Sequence
@@ -30,7 +31,10 @@ import numpy as np
 from keras import layers, ops
 from numpy.typing import ArrayLike
 
-__all__ = ["ChannelScale", "ModelSpec", "check_beta", "available", "build", "describe", "load", "register"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["ChannelScale", "ModelSpec", "check_beta", "available", "build", "describe", "load",
+           "model_precision", "register", "with_precision"]
 
 
 @dataclass(frozen=True)
@@ -118,12 +122,17 @@ def build(
     )
 
 
-def load(path: str | os.PathLike) -> keras.Model:
+def load(path: str | os.PathLike, precision: str | None = None) -> keras.Model:
     """Load a saved ``.keras`` model, with an error that says what was expected.
 
     Args:
         path: A ``.keras`` file, e.g. ``runs/fashion_mnist_small_cnn/model.keras``, or
             the run directory holding ``model.keras``.
+        precision: None keeps the precision the model was saved with; ``"auto"`` keeps
+            it where this machine computes it natively and uses float32 elsewhere
+            (:func:`keras_sns.precision.saved_model_precision`); a policy name
+            (``"float32"``, ``"mixed_bfloat16"``, ...) converts to it
+            (:func:`with_precision`).
 
     Raises:
         FileNotFoundError: nothing at ``path``.
@@ -138,7 +147,7 @@ def load(path: str | os.PathLike) -> keras.Model:
             "(for example runs/fashion_mnist_small_cnn/model.keras) or its run directory."
         )
     try:
-        return keras.models.load_model(p)
+        model = keras.models.load_model(p)
     except Exception as e:  # zip, h5, deserialisation errors: one clear message.
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "RobustModel" in str(e):
@@ -148,6 +157,65 @@ def load(path: str | os.PathLike) -> keras.Model:
                 "plain model.keras of the same run."
             ) from None
         raise ValueError(f"Cannot load a Keras model from {p}: {first}") from None
+    if precision is None:
+        return model
+    from keras_sns.precision import saved_model_precision
+
+    policy, reason = saved_model_precision(model_precision(model), precision)
+    logger.info("Running %s in %s: %s", p, policy, reason)
+    return with_precision(model, policy)
+
+
+def model_precision(model: keras.Model) -> str:
+    """The dtype policy ``model`` computes in: a mixed policy if any layer has one.
+
+    Example:
+        >>> model_precision(build("small_cnn"))  # doctest: +SKIP
+        'float32'
+    """
+    names = {layer.dtype_policy.name for layer in model.layers
+             if not isinstance(layer, keras.layers.InputLayer)}
+    mixed = sorted(n for n in names if n != "float32")
+    return mixed[0] if mixed else "float32"
+
+
+def with_precision(model: keras.Model, policy: str) -> keras.Model:
+    """``model`` computing in dtype policy ``policy``: the same weights, another arithmetic.
+
+    Layers in the model's current policy (:func:`model_precision`) move to ``policy``;
+    a layer pinned to float32 under a mixed policy (the logits) stays float32, and so do
+    the output layers when a float32 model moves to a mixed policy. Variables are
+    float32 under every policy, so the weights carry over exactly.
+
+    Args:
+        model: A functional or sequential Keras model.
+        policy: ``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"``.
+
+    Returns:
+        ``model`` itself when it already computes in ``policy``, else a new model.
+
+    Example:
+        >>> fast = with_precision(model, "float32")  # a bfloat16 model on an AVX2 CPU  # doctest: +SKIP
+    """
+    from keras_sns.config import PRECISIONS
+
+    if policy not in PRECISIONS:
+        raise ValueError(f"Expected policy in {list(PRECISIONS)}. Received: policy={policy!r}")
+    current = model_precision(model)
+    if current == policy:
+        return model
+    outputs = {id(t._keras_history[0]) for t in model.outputs}
+
+    def clone(layer):
+        config = layer.get_config()
+        keep = current == "float32" and id(layer) in outputs
+        if layer.dtype_policy.name == current and not keep:
+            config["dtype"] = policy
+        return layer.__class__.from_config(config)
+
+    converted = keras.models.clone_model(model, clone_function=clone)
+    converted.set_weights(model.get_weights())
+    return converted
 
 
 def _check_channels(channels: ArrayLike) -> list[int]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from keras_sns.config import PRECISIONS
 
 __all__ = ["BF16_CPU_FLAGS", "GPU", "Hardware", "choose_precision", "hardware_description",
-           "read_cpu", "resolve_precision"]
+           "read_cpu", "resolve_precision", "saved_model_precision"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +111,40 @@ def choose_precision(hardware: Hardware) -> tuple[str, str]:
                                   f"({', '.join(native)})")
     return "float32", (f"CPU {hardware.cpu_model} has no native bfloat16 "
                        f"({' or '.join(BF16_CPU_FLAGS)}): it would be emulated, and slower")
+
+
+def saved_model_precision(saved: str, precision: str = "auto",
+                          hardware: Hardware | None = None) -> tuple[str, str]:
+    """The dtype policy to run an already trained model in, and why.
+
+    ``"auto"`` keeps the model's own precision where the hardware computes it natively
+    and falls back to float32 elsewhere: a model trained in bfloat16 on an AVX512-BF16
+    CPU runs in float32 on an AVX2-only one (where bfloat16 is emulated and about 8x
+    slower), and a float32 model is never switched to half precision behind the user's
+    back (its robust accuracy would change with the machine). Any other value is used
+    as given.
+
+    Args:
+        saved: The model's own policy (:func:`keras_sns.models.model_precision`).
+        precision: ``"auto"`` or one of :data:`keras_sns.config.PRECISIONS`.
+        hardware: The machine to decide for (None: this one).
+
+    Returns:
+        ``(policy, reason)``.
+
+    Example:
+        >>> saved_model_precision("mixed_bfloat16", hardware=Hardware("EPYC", frozenset({"avx2"})))[0]
+        'float32'
+    """
+    if precision != "auto":
+        return resolve_precision(precision)
+    if saved == "float32":
+        return "float32", "the model's own precision (float32)"
+    best, why = choose_precision(hardware or hardware_description())
+    if best == saved:
+        return saved, f"the model's own precision ({saved}): {why}"
+    return "float32", (f"the model was trained in {saved}, which this machine does not run "
+                       f"natively ({why}): running it in float32")
 
 
 def read_cpu(cpuinfo: str | None = None) -> tuple[str, frozenset[str]]:

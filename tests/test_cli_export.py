@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from keras_sns.cli import main
 from keras_sns.data import load_arrays
+from keras_sns.models import with_precision
 
 SERVING_DTYPES = {tf.float32, tf.int64}
 
@@ -37,7 +38,8 @@ def test_bfloat16_model_exports_float32_outputs(tmp_path):
     _bf16_model(tmp_path / "bf16.keras")
     result = CliRunner().invoke(main, [
         "export", "--model", str(tmp_path / "bf16.keras"), "--name", "bf16", "--base-dir",
-        str(tmp_path / "exports"), "--eps", "0.1", "--steps", "2", "--k", "2"])
+        str(tmp_path / "exports"), "--eps", "0.1", "--steps", "2", "--k", "2",
+        "--precision", "mixed_bfloat16"])
     assert result.exit_code == 0, result.output
     loaded = tf.saved_model.load(str(tmp_path / "exports" / "bf16" / "1"))
     x, y, _ = load_arrays("fashion_mnist", "test", limit=4)
@@ -55,3 +57,14 @@ def test_bfloat16_model_exports_float32_outputs(tmp_path):
     np.testing.assert_array_equal(served["logits"].numpy(),
                                   np.asarray(model(x, training=False), np.float32))
     np.testing.assert_allclose(served["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-6)
+    # By default the export computes in float32 (the serving machine may emulate bfloat16):
+    # the logits are those of the same weights in float32 arithmetic.
+    result = CliRunner().invoke(main, [
+        "export", "--model", str(tmp_path / "bf16.keras"), "--name", "f32", "--base-dir",
+        str(tmp_path / "exports"), "--eps", "0.1", "--steps", "2", "--k", "2"])
+    assert result.exit_code == 0, result.output
+    f32 = tf.saved_model.load(str(tmp_path / "exports" / "f32" / "1"))
+    logits = f32.signatures["serving_default"](images=tf.constant(x))["logits"].numpy()
+    np.testing.assert_allclose(logits, np.asarray(with_precision(model, "float32")(x)), rtol=1e-5,
+                               atol=1e-6)
+    assert np.abs(logits - served["logits"].numpy()).max() > 0  # not the bfloat16 numbers

@@ -14,6 +14,7 @@ from keras_sns.precision import (
     hardware_description,
     read_cpu,
     resolve_precision,
+    saved_model_precision,
 )
 
 AVX2_ONLY = frozenset("fpu sse4_2 avx avx2 fma".split())  # the slow machine of issue 12
@@ -126,3 +127,85 @@ def test_a_run_records_the_choice_the_reason_and_the_cpu(tmp_path, monkeypatch):
     assert config["hardware"]["cpu_model"] == read_cpu()[0]
     model = keras.models.load_model(out / "model.keras")
     assert model.get_layer("conv1").dtype_policy.name == expected
+
+
+# ---------------------------------------------------------------------------
+# Running an already trained model: its own precision where native, float32 elsewhere
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "saved, flags, policy",
+    [
+        ("mixed_bfloat16", AVX2_ONLY, "float32"),  # trained on the fast CPU, run on the slow
+        ("mixed_bfloat16", AVX512_BF16, "mixed_bfloat16"),
+        ("mixed_bfloat16", AMX, "mixed_bfloat16"),
+        ("float32", AVX512_BF16, "float32"),  # never switched to half precision unasked
+        ("float32", AVX2_ONLY, "float32"),
+        ("mixed_float16", AVX512_BF16, "float32"),  # float16 is not this CPU's fast type
+    ],
+)
+def test_a_saved_model_keeps_its_precision_only_where_it_is_native(saved, flags, policy):
+    chosen, reason = saved_model_precision(saved, hardware=Hardware("AMD EPYC", flags))
+    assert chosen == policy and reason
+    assert saved_model_precision(saved, "mixed_bfloat16", Hardware("x", AVX2_ONLY))[0] == \
+        "mixed_bfloat16"  # an explicit choice is obeyed
+
+
+def _bf16_small_cnn():
+    import keras
+
+    from keras_sns import models
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(0)
+        return models.build("small_cnn")
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def test_with_precision_converts_the_arithmetic_and_keeps_the_weights():
+    import numpy as np
+
+    from keras_sns import models
+
+    bf16 = _bf16_small_cnn()
+    assert models.model_precision(bf16) == "mixed_bfloat16"
+    f32 = models.with_precision(bf16, "float32")
+    assert models.model_precision(f32) == "float32"
+    assert all(layer.dtype_policy.name == "float32" for layer in f32.layers)
+    for a, b in zip(bf16.get_weights(), f32.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = np.random.default_rng(0).uniform(0, 1, (16, 28, 28, 1)).astype("float32")
+    lo, hi = np.asarray(bf16(x)), np.asarray(f32(x))
+    # The same function up to bfloat16 rounding (8 bits of mantissa).
+    np.testing.assert_allclose(lo, hi, atol=0.05 * np.abs(hi).max() + 1e-3)
+    assert models.with_precision(f32, "float32") is f32
+    back = models.with_precision(f32, "mixed_bfloat16")
+    policies = {layer.name: layer.dtype_policy.name for layer in back.layers}
+    assert policies["conv1"] == "mixed_bfloat16" and policies["logits"] == "float32"
+    with pytest.raises(ValueError, match="Expected policy"):
+        models.with_precision(f32, "float8")
+
+
+def test_cli_runs_a_bfloat16_model_in_float32_on_an_avx2_cpu(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from click.testing import CliRunner
+
+    from keras_sns import precision
+    from keras_sns.cli import main
+
+    path = tmp_path / "bf16.keras"
+    _bf16_small_cnn().save(path)
+    monkeypatch.setattr(precision, "hardware_description",
+                        lambda: Hardware("AMD EPYC 7B12", AVX2_ONLY))
+    with caplog.at_level(logging.INFO, logger="keras_sns.models"):
+        result = CliRunner().invoke(main, ["evaluate", "--model", str(path), "--attacks", "fgsm",
+                                           "--limit", "16", "--eps", "0.1",
+                                           "--out", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    assert any("in float32" in r.getMessage() and "does not run natively" in r.getMessage()
+               for r in caplog.records)

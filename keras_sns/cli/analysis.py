@@ -6,6 +6,7 @@ import click
 
 from keras_sns import config
 from keras_sns.cli.group import main
+from keras_sns.config import PRECISION_CHOICES
 from keras_sns.cli.options import comma_list, k_option
 
 
@@ -67,9 +68,12 @@ def _model_labels(paths):
               help="suppression: Gaussian-noise severity.")
 @click.option("--seed", type=int, default=0, help="Seed of the attacks and random draws.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, help="Batch size.")
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
+              help="Precision to run the models in. auto: the precision each was trained in where "
+                   "this machine computes it natively, float32 elsewhere.")
 def analyze(study, model_paths, attack, eps, steps, layers, limit, dataset, data_dir, split, k,
             out, adv_paths, eps_values, classes, top, penultimate, suppress_layer, betas, repeats,
-            l2_eps, severity, seed, batch_size):
+            l2_eps, severity, seed, batch_size, precision):
     """Neuron-sensitivity analysis (paper section IV): write sensitivity.json and figures.
 
     STUDY is one of profile, ratio, eps-sweep, targeted, suppression (default:
@@ -82,7 +86,8 @@ def analyze(study, model_paths, attack, eps, steps, layers, limit, dataset, data
 
     labels = _model_labels(model_paths)
     try:
-        models = {label: model_registry.load(path) for label, path in zip(labels, model_paths)}
+        models = {label: model_registry.load(path, precision=precision)
+                  for label, path in zip(labels, model_paths)}
         config = studies.AnalysisConfig(
             attack=studies.attack_spec(attack, eps=eps, steps=steps, seed=seed),
             layers=layers, k=k, studies=(study,) if study else ("profile", "ratio"),

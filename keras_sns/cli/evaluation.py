@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from keras_sns import config
 from keras_sns.cli.group import main
 
 
@@ -83,16 +84,22 @@ def _eval_options(fn):
                      help="Use the first N examples of the split."),
         click.option("--batch-size", type=click.IntRange(min=1), default=128,
                      help="Batch size."),
+        click.option("--precision", type=click.Choice(config.PRECISION_CHOICES), default="auto",
+                     show_default=True,
+                     help="Precision to run the model in. auto: the precision it was trained in where this "
+                          "machine computes it natively, float32 elsewhere (a bfloat16 model on "
+                          "an AVX2-only CPU runs in float32)."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def _load_model_and_data(model_path, dataset, split, data_dir, limit, batch_size):
+def _load_model_and_data(model_path, dataset, split, data_dir, limit, batch_size,
+                         precision="auto"):
     from keras_sns import data, models
 
-    model = models.load(model_path)
+    model = models.load(model_path, precision=precision)
     # Checked on the metadata first: a mismatch fails before any data is downloaded.
     info = data.dataset_info(dataset, split, data_dir=data_dir)
     if tuple(model.input_shape[1:]) != tuple(info.input_shape):
@@ -115,7 +122,7 @@ def _load_model_and_data(model_path, dataset, split, data_dir, limit, batch_size
 @click.option("--out", type=click.Path(file_okay=False), default="runs/evaluation",
               help="Output directory for evaluation.json and evaluation.md.")
 def evaluate(model_path, dataset, split, data_dir, eps, l2_eps, steps, params, seed, limit,
-             batch_size, attack_names, no_cascade, out):
+             batch_size, precision, attack_names, no_cascade, out):
     """Robust accuracy of a model under a list of attacks (worst case per example).
 
     Attacks: any name of keras_sns.attacks.available() (fgsm, pgd_linf, pgd_l2, cw_l2,
@@ -137,7 +144,7 @@ def evaluate(model_path, dataset, split, data_dir, eps, l2_eps, steps, params, s
                              f"not in --attacks {','.join(names)}")
         attack_list = _build_attacks(names, eps, steps, seed, _parse_params(params), l2_eps)
         model, ds, info = _load_model_and_data(model_path, dataset, split, data_dir, limit,
-                                               batch_size)
+                                               batch_size, precision)
         # The progress bar's total: --limit, or the split's size when it is known.
         result = run_evaluation(model, ds, attack_list, cascade=not no_cascade,
                                 limit=limit or info.num_examples, progress=True)
@@ -161,7 +168,7 @@ def evaluate(model_path, dataset, split, data_dir, eps, l2_eps, steps, params, s
 @click.option("--save-adv", type=click.Path(dir_okay=False), required=True,
               help="The .npz file to write: x, x_adv, y, pred_clean, pred_adv.")
 def attack(model_path, dataset, split, data_dir, eps, l2_eps, steps, params, seed, limit,
-           batch_size, attack_name, target, save_adv):
+           batch_size, precision, attack_name, target, save_adv):
     """Attack a dataset split and save the adversarial examples for later analysis.
 
     Prints clean accuracy and accuracy under the attack; with --target T, also the
@@ -176,7 +183,7 @@ def attack(model_path, dataset, split, data_dir, eps, l2_eps, steps, params, see
     try:
         (atk,) = _build_attacks([attack_name], eps, steps, seed, _parse_params(params), l2_eps)
         model, ds, info = _load_model_and_data(model_path, dataset, split, data_dir, limit,
-                                               batch_size)
+                                               batch_size, precision)
         arrays = generate_adversarial(model, ds, atk, limit=limit or info.num_examples,
                                       progress=True, target=target)
     except (ValueError, DatasetError, FileNotFoundError) as e:
