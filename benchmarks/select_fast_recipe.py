@@ -54,6 +54,7 @@ CANDIDATES = {
     "pgd2+sns-v1-decay": ("sns", {"name": "pgd_linf", "steps": 2}, 0.5, 1, 2),
     "pgd2+sns-v1-cos": ("sns", {"name": "pgd_linf", "steps": 2}, 0.5, 1, 2),
     "pgd2+sns-v1-lam1": ("sns", {"name": "pgd_linf", "steps": 2}, 1.0, 1, 2),
+    "pgd2+sns-v1-lam2": ("sns", {"name": "pgd_linf", "steps": 2}, 2.0, 1, 2),
     "pgd2+pat-v1-decay": ("pat", {"name": "pgd_linf", "steps": 2}, 0.0, 1, 2),
     # PGD-10 SNS from the same 1-epoch init, at the wall time of 2 PGD-2 epochs (run
     # with --parts 4: 3 quarters)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from _retracing import retracing_warnings
 from _robust_models import conv_model, data, exact_float32_matmuls, linear_model  # noqa: F401
