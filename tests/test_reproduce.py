@@ -1,6 +1,7 @@
 """The reproduction runner (experiments/reproduce.py) in its --quick mode, so it cannot rot,
 and its report (experiments/report.py) against independent computations."""
 
+import dataclasses
 import json
 import re
 import sys
@@ -227,3 +228,13 @@ def test_quick_run_trains_evaluates_resumes_and_reports(tmp_path):
     reproduce.main(args)
     assert json.loads((out / "timings.json").read_text()) == timings
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.keras")} == stamps
+
+
+def test_a_cache_is_never_resumed_with_another_budget(tmp_path):
+    path = tmp_path / "budget.json"
+    reproduce._check_budget(path, reproduce.QUICK)  # first use: recorded
+    assert json.loads(path.read_text())["sweep_limit"] == reproduce.QUICK.sweep_limit
+    reproduce._check_budget(path, reproduce.QUICK)  # the same budget resumes
+    other = dataclasses.replace(reproduce.QUICK, sweep_epochs=2, val_limit=65)
+    with pytest.raises(SystemExit, match=r"another budget \(sweep_epochs, val_limit differ\)"):
+        reproduce._check_budget(path, other)
