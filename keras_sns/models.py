@@ -204,11 +204,17 @@ def with_precision(model: keras.Model, policy: str) -> keras.Model:
     current = model_precision(model)
     if current == policy:
         return model
-    outputs = {id(t._keras_history[0]) for t in model.outputs}
+    outputs = {id(t) for t in model.outputs}
+
+    def is_output(layer) -> bool:
+        try:
+            return id(layer.output) in outputs
+        except (AttributeError, ValueError):  # a layer called more than once
+            return False
 
     def clone(layer):
         config = layer.get_config()
-        keep = current == "float32" and id(layer) in outputs
+        keep = current == "float32" and is_output(layer)
         if layer.dtype_policy.name == current and not keep:
             config["dtype"] = policy
         return layer.__class__.from_config(config)
