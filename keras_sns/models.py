@@ -31,6 +31,9 @@ import numpy as np
 from keras import layers, ops
 from numpy.typing import ArrayLike
 
+from keras_sns.config import PRECISIONS
+from keras_sns.precision import saved_model_precision
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ChannelScale", "ModelSpec", "check_beta", "available", "build", "describe", "load",
@@ -159,8 +162,6 @@ def load(path: str | os.PathLike, precision: str | None = None) -> keras.Model:
         raise ValueError(f"Cannot load a Keras model from {p}: {first}") from None
     if precision is None:
         return model
-    from keras_sns.precision import saved_model_precision
-
     policy, reason = saved_model_precision(model_precision(model), precision)
     logger.info("Running %s in %s: %s", p, policy, reason)
     return with_precision(model, policy)
@@ -197,8 +198,6 @@ def with_precision(model: keras.Model, policy: str) -> keras.Model:
     Example:
         >>> fast = with_precision(model, "float32")  # a bfloat16 model on an AVX2 CPU  # doctest: +SKIP
     """
-    from keras_sns.config import PRECISIONS
-
     if policy not in PRECISIONS:
         raise ValueError(f"Expected policy in {list(PRECISIONS)}. Received: policy={policy!r}")
     current = model_precision(model)
