@@ -59,7 +59,31 @@ CANDIDATES = {
     # PGD-10 SNS from the same 1-epoch init, at the wall time of 2 PGD-2 epochs (run
     # with --parts 4: 3 quarters)
     "pgd10+sns-v1": ("sns", {"name": "pgd_linf", "steps": 10}, 0.5, 1, 0.75),
+    # pgd2+sns-v1-lam1 again, also scoring exponential moving averages of its weights
+    # (momenta EMA_MOMENTA) at the end: the same training trajectory, so a paired comparison
+    "pgd2+sns-v1-lam1-ema": ("sns", {"name": "pgd_linf", "steps": 2}, 1.0, 1, 2),
 }
+EMA_MOMENTA = (0.99, 0.995, 0.998)
+
+
+class WeightAverages(keras.callbacks.Callback):
+    """Exponential moving averages of the trainable weights, one per momentum, updated
+    after every step as Keras' ``use_ema`` optimizers do (the first step copies)."""
+
+    def __init__(self, momenta):
+        super().__init__()
+        self.momenta, self.averages, self.steps = momenta, None, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        weights = [np.asarray(w) for w in self.model.trainable_weights]
+        if self.averages is None:
+            self.averages = {m: [w.copy() for w in weights] for m in self.momenta}
+        else:
+            for m, avg in self.averages.items():
+                for a, w in zip(avg, weights):
+                    a *= m
+                    a += (1.0 - m) * w
+        self.steps += 1
 
 
 class Clock(keras.callbacks.Callback):
@@ -168,15 +192,27 @@ def main():
         # never trains on them.
         guard = ([CatastrophicOverfittingGuard(x_val[:256], y_val[:256], seed=0)]
                  if model.single_step_attack else [])
+        averages = [WeightAverages(EMA_MOMENTA)] if name.endswith("-ema") else []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             model.fit(fit_ds.repeat(), epochs=parts, steps_per_epoch=part,
-                      callbacks=guard + [clock], verbose=0, shuffle=False)
+                      callbacks=guard + averages + [clock], verbose=0, shuffle=False)
+        ema = {}
+        if averages:
+            raw = [np.asarray(w) for w in model.trainable_weights]
+            for m, avg in averages[0].averages.items():
+                for var, a in zip(model.trainable_weights, avg):
+                    var.assign(a)
+                clean, pgd = evaluate()
+                ema[str(m)] = {"val_clean": clean, "val_pgd20": pgd}
+                print(json.dumps({"ema_momentum": m, **ema[str(m)]}), flush=True)
+            for var, w in zip(model.trainable_weights, raw):
+                var.assign(w)
         guard_msgs = [str(w.message) for w in caught if "Catastrophic" in str(w.message)]
         record = {"name": name, "method": method, "attack": attack["name"], "lam": lam,
                   "vanilla_epochs": v_epochs, "vanilla_seconds": vinfo["train_seconds"],
                   "vanilla_val_clean": vinfo["val_clean"], "points": clock.points,
-                  "guard": guard_msgs,
+                  "guard": guard_msgs, "ema": ema,
                   "guard_checks": guard[0].checks if guard else [], "cpu": hardware_description().cpu_model,
                   "load_average": os.getloadavg()}
         json.dump(record, open(path, "w"), indent=1)
@@ -194,6 +230,10 @@ def report(out):
             rows.append(f"| {name} | {pt['epochs']:.2f} | {pt['train_seconds']:.0f} | "
                         f"{100 * pt['val_clean']:.1f} % | {100 * pt['val_pgd20']:.1f} % |"
                         + (" guard stopped |" if r["guard"] and pt is r["points"][-1] else " |"))
+        for m, pt in r.get("ema", {}).items():
+            rows.append(f"| {name}, weight average (momentum {m}) | {r['points'][-1]['epochs']:.2f} | "
+                        f"{r['points'][-1]['train_seconds']:.0f} | {100 * pt['val_clean']:.1f} % | "
+                        f"{100 * pt['val_pgd20']:.1f} % | |")
     print("| candidate | epochs | train s (vanilla incl.) | val clean | val PGD-20 | |")
     print("| --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))

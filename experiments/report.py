@@ -7,7 +7,8 @@ can be redrawn at any time while the grid runs (``reproduce.py --stages report``
 
 Intervals, all 95 %: over seeds, the t-interval of the mean (:func:`seed_interval`);
 for one seed, the binomial Wilson interval (:func:`wilson`) of the evaluation's images.
-The figures are drawn by :mod:`keras_sns.studies.figures`.
+The report's own figures are drawn by :mod:`keras_sns.studies.result_figures` and written
+(and the studies' figures copied) with :mod:`keras_sns.studies.figures`.
 
 Example:
     >>> cell = summary_cell([{"accuracy": 0.7, "ci95": [0.68, 0.72]},
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_sns.studies import figures
+from keras_sns.studies import figures, result_figures
 
 __all__ = ["COLUMNS", "FIGURE_DPI", "MAX_FIGURE_BYTES", "NOISE", "STUDY_FIGURES", "cpus_seen",
            "draw_figures", "format_cell", "noise_row",
@@ -246,7 +247,7 @@ def summarise_claims(claims_dir: str | Path) -> dict[str, Any]:
 
 
 def robust_bars(result: Mapping[str, Any]) -> dict[str, Any]:
-    """The data of the robust-accuracy figure (:func:`figures.interval_bars_figure`).
+    """The data of the robust-accuracy figure (:func:`result_figures.interval_bars_figure`).
 
     Args:
         result: The report dict (``methods``, ``table``, ``eps``).
@@ -448,15 +449,16 @@ def draw_figures(result: Mapping[str, Any], claims_dir: str | Path,
     sweep = result.get("sweep")
     if sweep:
         sweep = {**sweep, "n": sweep["runs"][0].get("n")}
-    draw("lambda_sweep", (lambda: figures.lambda_sweep_figure(sweep)) if sweep else None)
-    draw("layer_study", (lambda: figures.layer_study_figure(sweep)) if sweep else None)
-    draw("robust_accuracy", (lambda: figures.interval_bars_figure(robust_bars(result)))
+    draw("lambda_sweep", (lambda: result_figures.lambda_sweep_figure(sweep)) if sweep else None)
+    draw("layer_study", (lambda: result_figures.layer_study_figure(sweep)) if sweep else None)
+    draw("robust_accuracy", (lambda: result_figures.interval_bars_figure(robust_bars(result)))
          if result["table"] else None)
     sigma = (result.get("claims") or {}).get("C4_C8_mean_sigma")
-    draw("layer_sigma", (lambda: figures.layer_sigma_figure(
+    draw("layer_sigma", (lambda: result_figures.layer_sigma_figure(
         {"layers": list(next(iter(sigma.values()))), "models": sigma})) if sigma else None)
     sweep_eps = _load_json(claims_dir / "vanilla" / "eps_sweep.json")
-    draw("ratio_vs_eps", (lambda: figures.ratio_kinds_figure(sweep_eps)) if sweep_eps else None)
+    draw("ratio_vs_eps", (lambda: result_figures.ratio_kinds_figure(sweep_eps))
+         if sweep_eps else None)
     for name, source in STUDY_FIGURES:
         source = claims_dir / source
         if source.is_file():

@@ -1,4 +1,5 @@
-"""Tests for the studies of section IV (keras_sns.studies) and their figures (keras_sns.plots)."""
+"""Tests for the studies of section IV (keras_sns.studies), their figures
+(keras_sns.studies.figures) and the reproduction's figures (keras_sns.studies.result_figures)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import tensorflow as tf
 
 from keras_sns import models
 from keras_sns.studies import figures as plots
+from keras_sns.studies import result_figures
 from keras_sns.neurons import (
     avg_pair_levenshtein,
     importance,
@@ -415,7 +417,7 @@ def _line(ax, label):
 
 
 def test_lambda_sweep_and_layer_study_figures_draw_the_sweep():
-    (ax,) = _check_labels(plots.lambda_sweep_figure(_SWEEP))
+    (ax,) = _check_labels(result_figures.lambda_sweep_figure(_SWEEP))
     assert ax.get_xscale() == "log" and "n = 1000" in ax.get_title()
     # The lambda line: the runs on the first run's layers and freezing, sorted by lambda.
     pgd = _line(ax, "SNS, PGD-20")
@@ -425,7 +427,7 @@ def test_lambda_sweep_and_layer_study_figures_draw_the_sweep():
     np.testing.assert_allclose(_line(ax, "PAT, PGD-20").get_ydata(), [69.5, 69.5])
     np.testing.assert_allclose(_line(ax, "chosen λ = 0.5").get_xdata(), [0.5, 0.5])
 
-    (ax,) = _check_labels(plots.layer_study_figure(_SWEEP))
+    (ax,) = _check_labels(result_figures.layer_study_figure(_SWEEP))
     bars = {c.get_label(): [p.get_height() for p in c.patches] for c in ax.containers}
     # Every run at the chosen lambda, in the sweep's order.
     assert bars["SNS, PGD-20"] == pytest.approx([71.0, 70.0, 72.0])
@@ -433,7 +435,7 @@ def test_lambda_sweep_and_layer_study_figures_draw_the_sweep():
     assert [t.get_text() for t in ax.get_xticklabels()] == [
         "conv3,conv4\nall trainable", "conv4\nall trainable", "conv3,conv4\nfrozen below"]
     with pytest.raises(ValueError, match="Expected at least one sweep run"):
-        plots.lambda_sweep_figure({**_SWEEP, "runs": []})
+        result_figures.lambda_sweep_figure({**_SWEEP, "runs": []})
 
 
 def test_interval_bars_figure_draws_values_intervals_and_pending_groups():
@@ -442,7 +444,7 @@ def test_interval_bars_figure_draws_values_intervals_and_pending_groups():
             "series": {"PGD-20": {"pat": {"value": 70.0, "low": 66.0, "high": 73.0},
                                   "sns": {"value": 72.0, "low": 71.0, "high": 75.0}},
                        "AutoAttack": {"pat": {"value": 60.0, "low": 55.0, "high": 64.0}}}}
-    (ax,) = _check_labels(plots.interval_bars_figure(data))
+    (ax,) = _check_labels(result_figures.interval_bars_figure(data))
     containers = {c.get_label(): c for c in ax.containers if hasattr(c, "patches")}
     assert [p.get_height() for p in containers["PGD-20"].patches] == [70.0, 72.0]
     assert [p.get_height() for p in containers["AutoAttack"].patches] == [60.0]
@@ -452,14 +454,14 @@ def test_interval_bars_figure_draws_values_intervals_and_pending_groups():
     texts = [t for t in ax.texts if t.get_text() == "pending"]
     assert len(texts) == 1 and texts[0].get_position()[0] == 2  # the group "alp"
     with pytest.raises(ValueError, match="Expected groups and series"):
-        plots.interval_bars_figure({**data, "groups": []})
+        result_figures.interval_bars_figure({**data, "groups": []})
 
 
 def test_layer_sigma_and_ratio_kinds_figures():
     sigma = {"layers": ["conv1", "relu1", "conv2"],
              "models": {"vanilla": {"conv1": 0.3, "relu1": 0.1, "conv2": 0.2},
                         "pat": {"conv1": 0.2, "relu1": 0.05}}}
-    (ax,) = _check_labels(plots.layer_sigma_figure(sigma))
+    (ax,) = _check_labels(result_figures.layer_sigma_figure(sigma))
     assert ax.get_yscale() == "log"
     np.testing.assert_allclose(_line(ax, "vanilla").get_ydata(), [0.3, 0.1, 0.2])
     np.testing.assert_allclose(_line(ax, "pat").get_xdata(), [0, 1])  # conv2 not measured
@@ -468,7 +470,7 @@ def test_layer_sigma_and_ratio_kinds_figures():
     sweep = {"attack": {"name": "pgd_linf"}, "param": "eps", "values": [0.05, 0.1],
              "layers": layers, "models": {"vanilla": {"mean_ratio": {
                  name: [0.1 * (i + 1), 0.2 * (i + 1)] for i, name in enumerate(layers)}}}}
-    (ax,) = _check_labels(plots.ratio_kinds_figure(sweep))
+    (ax,) = _check_labels(result_figures.ratio_kinds_figure(sweep))
     lines = {name: _line(ax, name) for name in layers}
     assert [lines[n].get_linestyle() for n in layers] == ["-", "--", "-", "--"]
     # A ReLU takes the colour of the conv layer before it; the next conv a new one.
@@ -479,7 +481,7 @@ def test_layer_sigma_and_ratio_kinds_figures():
 def test_save_figure_with_a_palette_is_a_smaller_png(tmp_path):
     from PIL import Image
 
-    fig = plots.lambda_sweep_figure(_SWEEP)
+    fig = result_figures.lambda_sweep_figure(_SWEEP)
     full = plots.save_figure(fig, tmp_path / "full.png", dpi=100)
     small = plots.save_figure(fig, tmp_path / "sub" / "small.png", dpi=100, colors=256)
     assert small.read_bytes()[:8] == PNG_MAGIC and small.stat().st_size < full.stat().st_size
@@ -491,3 +493,15 @@ def test_save_figure_with_a_palette_is_a_smaller_png(tmp_path):
         assert len(image.getcolors()) <= 16
     with pytest.raises(ValueError, match="Expected 2 <= colors <= 256. Received: colors=1"):
         plots.save_figure(fig, tmp_path / "bad.png", colors=1)
+
+
+def test_panel_grid_and_caption_shared_by_both_figure_modules():
+    fig, axes = plots.panel_grid(5, ncols=4, size=(2.0, 1.5))
+    # 5 panels on 4 columns: 2 rows, the last 3 cells hidden; the size scales per panel.
+    assert len(axes) == 5 and len(fig.axes) == 8
+    assert [ax.get_visible() for ax in fig.axes] == [True] * 5 + [False] * 3
+    np.testing.assert_allclose(fig.get_size_inches(), [8.0, 3.0])
+    fig, axes = plots.panel_grid(2, ncols=4)  # fewer panels than columns: one row of 2
+    assert len(fig.axes) == 2 and list(fig.get_size_inches()) == pytest.approx([7.2, 2.8])
+    assert plots.panel_caption(0, "conv1") == "(a) conv1"
+    assert plots.panel_caption(25, "x") == "(z) x" and plots.panel_caption(26, "x") == "(27) x"

@@ -12,13 +12,18 @@
   built on :func:`suppress_channels` and the :class:`ChannelScale` layer.
 
 :func:`run_analysis` runs the requested studies and writes their JSON and figures;
-``cli.py analyze`` is a thin shell around it. Figures are drawn by
-:mod:`keras_sns.studies.figures`.
+``cli.py analyze`` is a thin shell around it. The studies' figures are drawn by
+:mod:`keras_sns.studies.figures`, the reproduction report's by
+:mod:`keras_sns.studies.result_figures`.
 
 Modules: ``common`` (attack specifications, layer checks, adversarial files),
 ``profiles`` (measuring, profile, ratio, eps-sweep), ``targeted``, ``suppression``
-and ``runner`` (:class:`AnalysisConfig`, :func:`run_analysis`). Import from
-``keras_sns.studies`` itself.
+and ``runner`` (:class:`AnalysisConfig`, :func:`run_analysis`); import these from
+``keras_sns.studies`` itself. The figure modules are imported as modules:
+``figures`` (each study's figure, :func:`~keras_sns.studies.figures.save_figure`,
+:func:`~keras_sns.studies.figures.compress_png`) and ``result_figures`` (the lambda
+sweep, layer study, interval bars, per-layer sensitivity and ReLU-vs-conv ratio
+figures of ``experiments/report.py``).
 """
 
 from keras_sns.studies.common import (

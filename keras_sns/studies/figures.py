@@ -1,21 +1,22 @@
-"""Figures of the studies of :mod:`keras_sns.studies`, in the style of the paper.
+"""Figures of the section IV studies of :mod:`keras_sns.studies`, in the style of the paper.
 
 Each study has two functions: ``<study>_figure(data)`` draws the JSON-ready dict the
 study returns into a :class:`matplotlib.figure.Figure`, and ``plot_<study>(data, path)``
-saves that figure as a PNG and returns the path. Figures are built with
-:class:`~matplotlib.figure.Figure` and saved through the Agg canvas directly, so nothing
-touches pyplot's global state or needs a display.
+saves that figure as a PNG and returns the path: the sensitivity profile, the ratio
+profile, the eps sweep, the targeted study and the suppression study (:data:`FIGURES`,
+:data:`PLOTTERS`). Figures are built with :class:`~matplotlib.figure.Figure` and saved
+through the Agg canvas directly, so nothing touches pyplot's global state or needs a
+display.
 
 Every figure has a title, every panel a title and both axes labelled with their unit
 in parentheses, and a legend wherever a panel shows more than one series.
 
-The reproduction (``experiments/reproduce.py``) adds figures of its own data:
-:func:`lambda_sweep_figure` and :func:`layer_study_figure` (the SNS hyperparameter
-sweep on the validation split), :func:`interval_bars_figure` (accuracy per method with
-95 % intervals), :func:`layer_sigma_figure` (mean sensitivity per layer and model) and
-:func:`ratio_kinds_figure` (the eps-sweep's ratios of ReLU and conv layers on one
-panel); :func:`save_figure` writes any figure at a chosen resolution and palette, and
-:func:`compress_png` shrinks a PNG already written.
+Shared with the reproduction's figures (:mod:`keras_sns.studies.result_figures`):
+:func:`save_figure` writes any figure at a chosen resolution and palette,
+:func:`compress_png` shrinks a PNG already written, :func:`panel_grid` and
+:func:`panel_caption` lay out and title the panels, and :data:`CUT_STYLE`,
+:data:`SIGMA_LABEL`, :data:`RATIO_LABEL`, :data:`LAYER_LABEL` and :data:`SWEEP_UNITS`
+keep the styles and axis labels the same in both.
 
 Example:
     >>> data = studies.ratio_profile(results)
@@ -32,27 +33,49 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["FIGURES", "PLOTTERS", "compress_png", "eps_sweep_figure", "interval_bars_figure",
-           "lambda_sweep_figure", "layer_sigma_figure", "layer_study_figure", "plot_eps_sweep",
-           "plot_profile", "plot_ratio", "plot_suppression", "plot_targeted", "profile_figure",
-           "ratio_figure", "ratio_kinds_figure", "save_figure", "suppression_figure",
+__all__ = ["CUT_STYLE", "FIGURES", "LAYER_LABEL", "PLOTTERS", "RATIO_LABEL", "SIGMA_LABEL",
+           "SWEEP_UNITS", "compress_png", "eps_sweep_figure", "panel_caption", "panel_grid",
+           "plot_eps_sweep", "plot_profile", "plot_ratio", "plot_suppression", "plot_targeted",
+           "profile_figure", "ratio_figure", "save_figure", "suppression_figure",
            "targeted_figure"]
 
-_CUT_STYLE = {"color": "gray", "linestyle": ":", "linewidth": 1.5}
+#: Line style of a marked cut or choice (the top-k cut, the chosen lambda): dotted gray.
+CUT_STYLE = {"color": "gray", "linestyle": ":", "linewidth": 1.5}
 _DPI = 120
 
-# Axis labels, each with its unit in parentheses.
-_SIGMA = "sensitivity σ (activation units)"
-_RATIO = "mean sensitivity ratio (unitless)"
-_LAYER = "layer (input to output)"
-_SWEEP_UNITS = {"eps": "radius, [0, 1] image units", "steps": "iterations"}
+#: Axis label of a neuron sensitivity (unit in parentheses).
+SIGMA_LABEL = "sensitivity σ (activation units)"
+#: Axis label of a mean sensitivity ratio (eq. 11).
+RATIO_LABEL = "mean sensitivity ratio (unitless)"
+#: Axis label of a layer axis, layers in model order.
+LAYER_LABEL = "layer (input to output)"
+#: Unit of each swept attack setting, for the x label ``f"{param} ({unit})"``.
+SWEEP_UNITS = {"eps": "radius, [0, 1] image units", "steps": "iterations"}
 
 
-def _grid(n: int, *, ncols: int = 4, size: tuple[float, float] = (3.6, 2.8)):
-    """A figure with ``n`` panels on a grid; unused panels are hidden."""
+def panel_grid(n: int, *, ncols: int = 4,
+               size: tuple[float, float] = (3.6, 2.8)) -> tuple[Figure, list[Axes]]:
+    """A figure with ``n`` panels on a grid of at most ``ncols`` columns, on the Agg canvas.
+
+    Unused cells of the last row are hidden.
+
+    Args:
+        n: Number of panels (at least 1).
+        ncols: Most panels per row.
+        size: Width and height of one panel in inches.
+
+    Returns:
+        The figure (constrained layout) and its ``n`` visible axes, row by row.
+
+    Example:
+        >>> fig, axes = panel_grid(5, ncols=4)   # 2 rows of 4; the last 3 cells hidden
+        >>> len(axes)
+        5
+    """
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
     fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
@@ -63,8 +86,20 @@ def _grid(n: int, *, ncols: int = 4, size: tuple[float, float] = (3.6, 2.8)):
     return fig, list(axes[:n])
 
 
-def _caption(i: int, text: str) -> str:
-    """``(a) conv1``-style panel titles, as the paper's subfigures."""
+def panel_caption(i: int, text: str) -> str:
+    """The title of panel ``i`` in the paper's subfigure style: ``(a) conv1``.
+
+    Args:
+        i: The panel's index from 0 (``a``); past ``z`` the tag is the number ``i + 1``.
+        text: What the panel shows.
+
+    Returns:
+        ``"(<tag>) <text>"``.
+
+    Example:
+        >>> panel_caption(1, "relu1")
+        '(b) relu1'
+    """
     letters = string.ascii_lowercase
     tag = letters[i] if i < len(letters) else str(i + 1)
     return f"({tag}) {text}"
@@ -87,7 +122,7 @@ def profile_figure(data: Mapping[str, Any]) -> Figure:
         The figure.
     """
     layers = list(data["layers"])
-    fig, axes = _grid(len(layers))
+    fig, axes = panel_grid(len(layers))
     for i, (ax, layer) in enumerate(zip(axes, layers)):
         cut = None
         for model, entry in data["layers"][layer].items():
@@ -96,10 +131,10 @@ def profile_figure(data: Mapping[str, Any]) -> Figure:
                     marker="o" if len(sigma) <= 64 else None, markersize=2.5, linewidth=1.2)
             cut = entry["num_sensitive"]
         if cut is not None:
-            ax.axvline(cut + 0.5, **_CUT_STYLE)
-        ax.set_title(_caption(i, layer))
+            ax.axvline(cut + 0.5, **CUT_STYLE)
+        ax.set_title(panel_caption(i, layer))
         ax.set_xlabel("channel rank (1 = most sensitive)")
-        ax.set_ylabel(_SIGMA)
+        ax.set_ylabel(SIGMA_LABEL)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", title="model")
     fig.suptitle(f"Neuron sensitivity (top-k = {data['k']} left of the dotted line)")
@@ -131,11 +166,11 @@ def ratio_figure(data: Mapping[str, Any]) -> Figure:
         The figure.
     """
     layers = data["layers"]
-    fig, (ax,) = _grid(1, size=(max(5.0, 0.55 * len(layers) + 2.0), 3.6))
+    fig, (ax,) = panel_grid(1, size=(max(5.0, 0.55 * len(layers) + 2.0), 3.6))
     _ratio_lines(ax, range(len(layers)), data["models"])
     ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right")
-    ax.set_xlabel(_LAYER)
-    ax.set_ylabel(_RATIO)
+    ax.set_xlabel(LAYER_LABEL)
+    ax.set_ylabel(RATIO_LABEL)
     ax.set_title(f"Sensitivity ratio by layer (sensitive: top-k = {data['k']})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
@@ -157,16 +192,16 @@ def eps_sweep_figure(data: Mapping[str, Any]) -> Figure:
         The figure.
     """
     layers, values = data["layers"], data["values"]
-    fig, axes = _grid(len(layers))
+    fig, axes = panel_grid(len(layers))
     for i, (ax, layer) in enumerate(zip(axes, layers)):
         per_layer = {model: {key: rows[key][layer] for key in ("mean_ratio",
                                                                "mean_ratio_sensitive")}
                      for model, rows in data["models"].items()}
         _ratio_lines(ax, values, per_layer)
-        ax.set_title(_caption(i, layer))
+        ax.set_title(panel_caption(i, layer))
         param = data["param"]
-        ax.set_xlabel(f"{param} ({_SWEEP_UNITS.get(param, 'attack setting')})")
-        ax.set_ylabel(_RATIO)
+        ax.set_xlabel(f"{param} ({SWEEP_UNITS.get(param, 'attack setting')})")
+        ax.set_ylabel(RATIO_LABEL)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small")
     fig.suptitle(f"Sensitivity ratio against {data['param']} ({data['attack']['name']})")
@@ -190,7 +225,7 @@ def targeted_figure(data: Mapping[str, Any]) -> Figure:
         The figure.
     """
     models = data["models"]
-    fig, axes = _grid(2 * len(models), ncols=2, size=(5.2, 3.4))
+    fig, axes = panel_grid(2 * len(models), ncols=2, size=(5.2, 3.4))
     for j, (model, study) in enumerate(models.items()):
         bars, lines = axes[2 * j], axes[2 * j + 1]
         done = {c: e for c, e in study["classes"].items() if e["num_success"]}
@@ -204,7 +239,7 @@ def targeted_figure(data: Mapping[str, Any]) -> Figure:
         bars.set_xlabel("target class (index)")
         bars.set_ylabel("similarity (unitless)")
         bars.set_ylim(-1.0, 1.0)
-        bars.set_title(_caption(2 * j, f"{model}: {study['penultimate']} vs. importance"))
+        bars.set_title(panel_caption(2 * j, f"{model}: {study['penultimate']} vs. importance"))
         bars.legend(fontsize="small")
         bars.grid(alpha=0.3, axis="y")
         names = [n for n, s in study["layers"].items() if s is not None]
@@ -213,10 +248,10 @@ def targeted_figure(data: Mapping[str, Any]) -> Figure:
             lines.plot(range(len(names)), [study["layers"][n][key] for n in names],
                        marker="o", label=label)
         lines.set_xticks(range(len(names)), names, rotation=45, ha="right")
-        lines.set_xlabel(_LAYER)
+        lines.set_xlabel(LAYER_LABEL)
         lines.set_ylabel("agreement (unitless)")
         lines.set_ylim(0.0, 1.05)
-        lines.set_title(_caption(2 * j + 1, f"{model}: sensitive neurons across classes"))
+        lines.set_title(panel_caption(2 * j + 1, f"{model}: sensitive neurons across classes"))
         lines.legend(fontsize="small")
         lines.grid(alpha=0.3)
     fig.suptitle("Targeted attacks: sensitive vs. important neurons, and their agreement "
@@ -242,7 +277,7 @@ def suppression_figure(data: Mapping[str, Any]) -> Figure:
     models = data["models"]
     first = next(iter(models.values()))
     attacks = [m for m in first["metrics"] if m != "clean"] or ["clean"]
-    fig, axes = _grid(len(attacks) * len(models), ncols=len(attacks))
+    fig, axes = panel_grid(len(attacks) * len(models), ncols=len(attacks))
     for j, (model, study) in enumerate(models.items()):
         betas, res = study["betas"], study["results"]
         for i, attack in enumerate(attacks):
@@ -257,7 +292,8 @@ def suppression_figure(data: Mapping[str, Any]) -> Figure:
             ax.set_ylim(-0.02, 1.02)
             ax.set_xlabel(r"$\beta$ (channel scale factor)")
             ax.set_ylabel("accuracy (fraction)")
-            ax.set_title(_caption(j * len(attacks) + i, f"{model} {study['layer']}: {attack}"))
+            ax.set_title(panel_caption(j * len(attacks) + i,
+                                       f"{model} {study['layer']}: {attack}"))
             ax.grid(alpha=0.3)
             ax.legend(fontsize="x-small")
     fig.suptitle("Suppressing the sensitive channels (A) or as many random ones (B) by beta")
@@ -285,7 +321,7 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = _DPI,
         ``path`` as a ``Path``.
 
     Example:
-        >>> save_figure(lambda_sweep_figure(sweep), "docs/results/figures/lambda.png",
+        >>> save_figure(ratio_figure(data), "docs/figures/ratio.png",
         ...             dpi=100, colors=256)  # doctest: +SKIP
     """
     _check_colors(colors)
@@ -346,216 +382,6 @@ def compress_png(source: str | Path | io.BytesIO, target: str | Path, *, colors:
         n //= 2
     target.write_bytes(buffer.getvalue())
     return target
-
-
-# ------------------------------------------------------------ the reproduction's figures
-
-_PERCENT = "accuracy (%)"
-_PAT_STYLE = {"color": "gray", "linewidth": 1.2}
-
-
-def _sweep_label(run: Mapping[str, Any]) -> str:
-    frozen = "frozen below" if run["freeze_below"] else "all trainable"
-    return f"{run['layers']}\n{frozen}"
-
-
-def _pat_lines(ax, pat: Mapping[str, float] | None) -> None:
-    """The PAT reference of the sweep: PGD-20 solid, clean dashed, both gray."""
-    if not pat:
-        return
-    ax.axhline(100 * pat["pgd20"], linestyle="-", label="PAT, PGD-20", **_PAT_STYLE)
-    ax.axhline(100 * pat["clean"], linestyle="--", label="PAT, clean", **_PAT_STYLE)
-
-
-def lambda_sweep_figure(sweep: Mapping[str, Any]) -> Figure:
-    """Validation accuracy of SNS against its weight lambda (log scale), with PAT's.
-
-    The lambda sweep is the runs sharing the first run's layers and freezing (the
-    sweep varies lambda first); the chosen lambda is marked by a dotted line.
-
-    Args:
-        sweep: ``{"runs": [{"lam", "layers", "freeze_below", "clean", "pgd20"}, ...],
-            "pat_reference": {"clean", "pgd20"} or None, "chosen": {"lam", ...},
-            "n": validation examples (optional)}``; accuracies are fractions.
-
-    Returns:
-        The figure.
-
-    Example:
-        >>> fig = lambda_sweep_figure({"runs": [{"lam": 0.5, "layers": "conv3,conv4",
-        ...     "freeze_below": False, "clean": 0.86, "pgd20": 0.71}],
-        ...     "pat_reference": {"clean": 0.87, "pgd20": 0.70}, "chosen": {"lam": 0.5}})
-    """
-    runs = list(sweep["runs"])
-    if not runs:
-        raise ValueError("Expected at least one sweep run. Received: runs=[]")
-    first = runs[0]
-    line = sorted((r for r in runs if r["layers"] == first["layers"]
-                   and r["freeze_below"] == first["freeze_below"]), key=lambda r: r["lam"])
-    lams = [r["lam"] for r in line]
-    fig, (ax,) = _grid(1, size=(5.6, 3.8))
-    ax.plot(lams, [100 * r["pgd20"] for r in line], color="C3", marker="o",
-            label="SNS, PGD-20")
-    ax.plot(lams, [100 * r["clean"] for r in line], color="C0", marker="o", linestyle="--",
-            label="SNS, clean")
-    _pat_lines(ax, sweep.get("pat_reference"))
-    chosen = (sweep.get("chosen") or {}).get("lam")
-    if chosen is not None:
-        ax.axvline(chosen, label=f"chosen λ = {chosen:g}", **_CUT_STYLE)
-    ax.set_xscale("log")
-    ax.set_xticks(lams, [f"{lam:g}" for lam in lams])
-    ax.minorticks_off()
-    ax.set_xlabel("λ (SNS weight, unitless; log scale)")
-    ax.set_ylabel(_PERCENT)
-    n = sweep.get("n")
-    where = f"validation split, n = {n}" if n else "validation split"
-    ax.set_title(f"SNS λ sweep on {first['layers']} ({where})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    return fig
-
-
-def layer_study_figure(sweep: Mapping[str, Any]) -> Figure:
-    """Validation accuracy of SNS per layer set and freezing, at the chosen lambda (bars).
-
-    Args:
-        sweep: As for :func:`lambda_sweep_figure`; the bars are the runs whose lambda is
-            the chosen one.
-
-    Returns:
-        The figure.
-
-    Example:
-        >>> fig = layer_study_figure(sweep)  # doctest: +SKIP
-    """
-    lam = sweep["chosen"]["lam"]
-    runs = [r for r in sweep["runs"] if r["lam"] == lam]
-    if not runs:
-        raise ValueError(f"Expected sweep runs at the chosen lambda. Received: lam={lam}")
-    xs = range(len(runs))
-    fig, (ax,) = _grid(1, size=(max(5.6, 1.5 * len(runs) + 1.5), 3.8))
-    ax.bar([i - 0.2 for i in xs], [100 * r["pgd20"] for r in runs], width=0.4, color="C3",
-           label="SNS, PGD-20")
-    ax.bar([i + 0.2 for i in xs], [100 * r["clean"] for r in runs], width=0.4, color="C0",
-           label="SNS, clean")
-    _pat_lines(ax, sweep.get("pat_reference"))
-    ax.set_xticks(list(xs), [_sweep_label(r) for r in runs], fontsize="small")
-    ax.set_xlabel("SNS layers and freezing (layer names)")
-    ax.set_ylabel(_PERCENT)
-    ax.set_title(f"SNS layer sets and freezing at λ = {lam:g} (validation split)")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return fig
-
-
-def interval_bars_figure(data: Mapping[str, Any]) -> Figure:
-    """Grouped bars with 95 % error bars, e.g. robust accuracy per method and attack.
-
-    Groups with no value in any series are labelled "pending" (a partial run).
-
-    Args:
-        data: ``{"title", "xlabel", "ylabel", "groups": [group, ...],
-            "series": {label: {group: {"value", "low", "high"}}}}``; values in the
-            y axis' unit (the bar is ``value``, the error bar spans ``low``..``high``).
-
-    Returns:
-        The figure.
-
-    Example:
-        >>> fig = interval_bars_figure({"title": "Robust accuracy", "xlabel": "method (name)",
-        ...     "ylabel": "accuracy (%)", "groups": ["pat", "sns"],
-        ...     "series": {"PGD-20": {"pat": {"value": 70, "low": 68, "high": 72}}}})
-    """
-    groups, series = list(data["groups"]), dict(data["series"])
-    if not groups or not series:
-        raise ValueError(f"Expected groups and series. Received: groups={groups}, "
-                         f"series={list(series)}")
-    width = 0.8 / len(series)
-    fig, (ax,) = _grid(1, size=(max(5.6, 0.75 * len(groups) * max(1, len(series) / 2) + 2),
-                               3.8))
-    for j, (label, values) in enumerate(series.items()):
-        xs = [i - 0.4 + width * (j + 0.5) for i, g in enumerate(groups) if g in values]
-        cells = [values[g] for g in groups if g in values]
-        if not cells:
-            continue
-        heights = [c["value"] for c in cells]
-        err = [[c["value"] - c["low"] for c in cells], [c["high"] - c["value"] for c in cells]]
-        ax.bar(xs, heights, width=width, yerr=err, capsize=2, color=f"C{j}", label=label)
-    top = max((c["high"] for v in series.values() for c in v.values()), default=1.0)
-    for i, g in enumerate(groups):
-        if not any(g in v for v in series.values()):
-            ax.text(i, 0.02 * top, "pending", rotation=90, ha="center", va="bottom",
-                    fontsize="small", color="gray")
-    ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
-    ax.set_xlim(-0.6, len(groups) - 0.4)
-    ax.set_xlabel(data["xlabel"])
-    ax.set_ylabel(data["ylabel"])
-    ax.set_title(data["title"])
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize="small")
-    return fig
-
-
-def layer_sigma_figure(data: Mapping[str, Any]) -> Figure:
-    """Mean neuron sensitivity of each layer, one line per model (log scale).
-
-    Args:
-        data: ``{"layers": [layer, ...], "models": {label: {layer: mean sigma}}}``.
-
-    Returns:
-        The figure.
-
-    Example:
-        >>> fig = layer_sigma_figure({"layers": ["conv1", "relu1"],
-        ...     "models": {"vanilla": {"conv1": 0.3, "relu1": 0.1}}})
-    """
-    layers = list(data["layers"])
-    fig, (ax,) = _grid(1, size=(max(5.6, 0.55 * len(layers) + 2.5), 3.8))
-    for j, (model, sigma) in enumerate(data["models"].items()):
-        shown = [i for i, layer in enumerate(layers) if layer in sigma]
-        ax.plot(shown, [sigma[layers[i]] for i in shown], marker="o", color=f"C{j}",
-                label=model)
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right")
-    ax.set_xlabel(_LAYER)
-    ax.set_ylabel(_SIGMA.replace(")", "; log scale)"))
-    ax.set_title("Mean neuron sensitivity per layer")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", title="model")
-    return fig
-
-
-def ratio_kinds_figure(data: Mapping[str, Any]) -> Figure:
-    """Mean sensitivity ratio against the attack strength, every layer on one panel per
-    model: ReLU layers dashed, the conv or dense layer before each in the same colour,
-    solid (Table II's comparison of ReLU and conv layers).
-
-    Args:
-        data: What :func:`keras_sns.studies.eps_sweep` returns.
-
-    Returns:
-        The figure.
-
-    Example:
-        >>> fig = ratio_kinds_figure(studies.eps_sweep(...))  # doctest: +SKIP
-    """
-    layers, values, param = data["layers"], data["values"], data["param"]
-    fig, axes = _grid(len(data["models"]), ncols=2, size=(6.0, 4.0))
-    for i, (ax, (model, rows)) in enumerate(zip(axes, data["models"].items())):
-        color = -1
-        for layer in layers:
-            relu = "relu" in layer.lower()
-            if not relu or color < 0:  # a ReLU takes the colour of the layer it follows
-                color += 1
-            ax.plot(values, rows["mean_ratio"][layer], color=f"C{color % 10}",
-                    linestyle="--" if relu else "-", marker="o", markersize=3, label=layer)
-        ax.set_xlabel(f"{param} ({_SWEEP_UNITS.get(param, 'attack setting')})")
-        ax.set_ylabel(_RATIO)
-        ax.set_title(_caption(i, f"{model}: ReLU (dashed) vs. conv/dense (solid)"))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small", ncols=2, title="layer")
-    fig.suptitle(f"Sensitivity ratio against {param} ({data['attack']['name']})")
-    return fig
 
 
 #: Study name -> figure function (data -> Figure).

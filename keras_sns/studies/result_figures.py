@@ -1,0 +1,247 @@
+"""Figures of the reproduction's report (``experiments/reproduce.py``, ``report.py``).
+
+These draw the reproduction's own data, not a single study's dict:
+:func:`lambda_sweep_figure` and :func:`layer_study_figure` (the SNS hyperparameter
+sweep on the validation split, with PAT's reference), :func:`interval_bars_figure`
+(accuracy per method with 95 % intervals), :func:`layer_sigma_figure` (mean
+sensitivity per layer and model) and :func:`ratio_kinds_figure` (the eps-sweep's ratios
+of ReLU and conv layers on one panel per model). Each returns a
+:class:`~matplotlib.figure.Figure`; write it with
+:func:`keras_sns.studies.figures.save_figure`. Panels, axis labels and styles are those
+of the section IV figures (:mod:`keras_sns.studies.figures`), so both sets read alike.
+
+Example:
+    >>> from keras_sns.studies import figures, result_figures
+    >>> fig = result_figures.layer_sigma_figure({"layers": ["conv1", "relu1"],
+    ...     "models": {"vanilla": {"conv1": 0.3, "relu1": 0.1}}})
+    >>> figures.save_figure(fig, "docs/results/figures/layer_sigma.png", dpi=100,
+    ...                     colors=256)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from keras_sns.studies.figures import (
+    CUT_STYLE,
+    LAYER_LABEL,
+    RATIO_LABEL,
+    SIGMA_LABEL,
+    SWEEP_UNITS,
+    panel_caption,
+    panel_grid,
+)
+
+__all__ = ["interval_bars_figure", "lambda_sweep_figure", "layer_sigma_figure",
+           "layer_study_figure", "ratio_kinds_figure"]
+
+_PERCENT = "accuracy (%)"
+_PAT_STYLE = {"color": "gray", "linewidth": 1.2}
+
+
+def _sweep_label(run: Mapping[str, Any]) -> str:
+    """The tick label of a sweep run: its layers, then its freezing."""
+    frozen = "frozen below" if run["freeze_below"] else "all trainable"
+    return f"{run['layers']}\n{frozen}"
+
+
+def _pat_lines(ax, pat: Mapping[str, float] | None) -> None:
+    """The PAT reference of the sweep: PGD-20 solid, clean dashed, both gray."""
+    if not pat:
+        return
+    ax.axhline(100 * pat["pgd20"], linestyle="-", label="PAT, PGD-20", **_PAT_STYLE)
+    ax.axhline(100 * pat["clean"], linestyle="--", label="PAT, clean", **_PAT_STYLE)
+
+
+def lambda_sweep_figure(sweep: Mapping[str, Any]) -> Figure:
+    """Validation accuracy of SNS against its weight lambda (log scale), with PAT's.
+
+    The lambda sweep is the runs sharing the first run's layers and freezing (the
+    sweep varies lambda first); the chosen lambda is marked by a dotted line.
+
+    Args:
+        sweep: ``{"runs": [{"lam", "layers", "freeze_below", "clean", "pgd20"}, ...],
+            "pat_reference": {"clean", "pgd20"} or None, "chosen": {"lam", ...},
+            "n": validation examples (optional)}``; accuracies are fractions.
+
+    Returns:
+        The figure.
+
+    Example:
+        >>> fig = lambda_sweep_figure({"runs": [{"lam": 0.5, "layers": "conv3,conv4",
+        ...     "freeze_below": False, "clean": 0.86, "pgd20": 0.71}],
+        ...     "pat_reference": {"clean": 0.87, "pgd20": 0.70}, "chosen": {"lam": 0.5}})
+    """
+    runs = list(sweep["runs"])
+    if not runs:
+        raise ValueError("Expected at least one sweep run. Received: runs=[]")
+    first = runs[0]
+    line = sorted((r for r in runs if r["layers"] == first["layers"]
+                   and r["freeze_below"] == first["freeze_below"]), key=lambda r: r["lam"])
+    lams = [r["lam"] for r in line]
+    fig, (ax,) = panel_grid(1, size=(5.6, 3.8))
+    ax.plot(lams, [100 * r["pgd20"] for r in line], color="C3", marker="o",
+            label="SNS, PGD-20")
+    ax.plot(lams, [100 * r["clean"] for r in line], color="C0", marker="o", linestyle="--",
+            label="SNS, clean")
+    _pat_lines(ax, sweep.get("pat_reference"))
+    chosen = (sweep.get("chosen") or {}).get("lam")
+    if chosen is not None:
+        ax.axvline(chosen, label=f"chosen λ = {chosen:g}", **CUT_STYLE)
+    ax.set_xscale("log")
+    ax.set_xticks(lams, [f"{lam:g}" for lam in lams])
+    ax.minorticks_off()
+    ax.set_xlabel("λ (SNS weight, unitless; log scale)")
+    ax.set_ylabel(_PERCENT)
+    n = sweep.get("n")
+    where = f"validation split, n = {n}" if n else "validation split"
+    ax.set_title(f"SNS λ sweep on {first['layers']} ({where})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def layer_study_figure(sweep: Mapping[str, Any]) -> Figure:
+    """Validation accuracy of SNS per layer set and freezing, at the chosen lambda (bars).
+
+    Args:
+        sweep: As for :func:`lambda_sweep_figure`; the bars are the runs whose lambda is
+            the chosen one.
+
+    Returns:
+        The figure.
+
+    Example:
+        >>> fig = layer_study_figure(sweep)  # doctest: +SKIP
+    """
+    lam = sweep["chosen"]["lam"]
+    runs = [r for r in sweep["runs"] if r["lam"] == lam]
+    if not runs:
+        raise ValueError(f"Expected sweep runs at the chosen lambda. Received: lam={lam}")
+    xs = range(len(runs))
+    fig, (ax,) = panel_grid(1, size=(max(5.6, 1.5 * len(runs) + 1.5), 3.8))
+    ax.bar([i - 0.2 for i in xs], [100 * r["pgd20"] for r in runs], width=0.4, color="C3",
+           label="SNS, PGD-20")
+    ax.bar([i + 0.2 for i in xs], [100 * r["clean"] for r in runs], width=0.4, color="C0",
+           label="SNS, clean")
+    _pat_lines(ax, sweep.get("pat_reference"))
+    ax.set_xticks(list(xs), [_sweep_label(r) for r in runs], fontsize="small")
+    ax.set_xlabel("SNS layers and freezing (layer names)")
+    ax.set_ylabel(_PERCENT)
+    ax.set_title(f"SNS layer sets and freezing at λ = {lam:g} (validation split)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def interval_bars_figure(data: Mapping[str, Any]) -> Figure:
+    """Grouped bars with 95 % error bars, e.g. robust accuracy per method and attack.
+
+    Groups with no value in any series are labelled "pending" (a partial run).
+
+    Args:
+        data: ``{"title", "xlabel", "ylabel", "groups": [group, ...],
+            "series": {label: {group: {"value", "low", "high"}}}}``; values in the
+            y axis' unit (the bar is ``value``, the error bar spans ``low``..``high``).
+
+    Returns:
+        The figure.
+
+    Example:
+        >>> fig = interval_bars_figure({"title": "Robust accuracy", "xlabel": "method (name)",
+        ...     "ylabel": "accuracy (%)", "groups": ["pat", "sns"],
+        ...     "series": {"PGD-20": {"pat": {"value": 70, "low": 68, "high": 72}}}})
+    """
+    groups, series = list(data["groups"]), dict(data["series"])
+    if not groups or not series:
+        raise ValueError(f"Expected groups and series. Received: groups={groups}, "
+                         f"series={list(series)}")
+    width = 0.8 / len(series)
+    fig, (ax,) = panel_grid(1, size=(max(5.6, 0.75 * len(groups) * max(1, len(series) / 2) + 2),
+                                     3.8))
+    for j, (label, values) in enumerate(series.items()):
+        xs = [i - 0.4 + width * (j + 0.5) for i, g in enumerate(groups) if g in values]
+        cells = [values[g] for g in groups if g in values]
+        if not cells:
+            continue
+        heights = [c["value"] for c in cells]
+        err = [[c["value"] - c["low"] for c in cells], [c["high"] - c["value"] for c in cells]]
+        ax.bar(xs, heights, width=width, yerr=err, capsize=2, color=f"C{j}", label=label)
+    top = max((c["high"] for v in series.values() for c in v.values()), default=1.0)
+    for i, g in enumerate(groups):
+        if not any(g in v for v in series.values()):
+            ax.text(i, 0.02 * top, "pending", rotation=90, ha="center", va="bottom",
+                    fontsize="small", color="gray")
+    ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.set_xlabel(data["xlabel"])
+    ax.set_ylabel(data["ylabel"])
+    ax.set_title(data["title"])
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def layer_sigma_figure(data: Mapping[str, Any]) -> Figure:
+    """Mean neuron sensitivity of each layer, one line per model (log scale).
+
+    Args:
+        data: ``{"layers": [layer, ...], "models": {label: {layer: mean sigma}}}``.
+
+    Returns:
+        The figure.
+
+    Example:
+        >>> fig = layer_sigma_figure({"layers": ["conv1", "relu1"],
+        ...     "models": {"vanilla": {"conv1": 0.3, "relu1": 0.1}}})
+    """
+    layers = list(data["layers"])
+    fig, (ax,) = panel_grid(1, size=(max(5.6, 0.55 * len(layers) + 2.5), 3.8))
+    for j, (model, sigma) in enumerate(data["models"].items()):
+        shown = [i for i, layer in enumerate(layers) if layer in sigma]
+        ax.plot(shown, [sigma[layers[i]] for i in shown], marker="o", color=f"C{j}",
+                label=model)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right")
+    ax.set_xlabel(LAYER_LABEL)
+    ax.set_ylabel(SIGMA_LABEL.replace(")", "; log scale)"))
+    ax.set_title("Mean neuron sensitivity per layer")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", title="model")
+    return fig
+
+
+def ratio_kinds_figure(data: Mapping[str, Any]) -> Figure:
+    """Mean sensitivity ratio against the attack strength, every layer on one panel per
+    model: ReLU layers dashed, the conv or dense layer before each in the same colour,
+    solid (Table II's comparison of ReLU and conv layers).
+
+    Args:
+        data: What :func:`keras_sns.studies.eps_sweep` returns.
+
+    Returns:
+        The figure.
+
+    Example:
+        >>> fig = ratio_kinds_figure(studies.eps_sweep(...))  # doctest: +SKIP
+    """
+    layers, values, param = data["layers"], data["values"], data["param"]
+    fig, axes = panel_grid(len(data["models"]), ncols=2, size=(6.0, 4.0))
+    for i, (ax, (model, rows)) in enumerate(zip(axes, data["models"].items())):
+        color = -1
+        for layer in layers:
+            relu = "relu" in layer.lower()
+            if not relu or color < 0:  # a ReLU takes the colour of the layer it follows
+                color += 1
+            ax.plot(values, rows["mean_ratio"][layer], color=f"C{color % 10}",
+                    linestyle="--" if relu else "-", marker="o", markersize=3, label=layer)
+        ax.set_xlabel(f"{param} ({SWEEP_UNITS.get(param, 'attack setting')})")
+        ax.set_ylabel(RATIO_LABEL)
+        ax.set_title(panel_caption(i, f"{model}: ReLU (dashed) vs. conv/dense (solid)"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small", ncols=2, title="layer")
+    fig.suptitle(f"Sensitivity ratio against {param} ({data['attack']['name']})")
+    return fig
