@@ -106,7 +106,8 @@ def test_art_autoattack_runs_with_its_default_attacks(bench, tiny_trained_model)
     # the list is skipped and the test stays fast.
     runs = bench.build_runs(tiny_trained_model, 10, eps=0.3, steps=2, targets=1, queries=10,
                             batch_size=4)
-    assert list(runs) == [name for pair in bench.PAIRS for name in pair]
+    assert list(runs) == ["ours apgd_ce", "art apgd_ce", "ours apgd_t", "art apgd_t",
+                          "ours square", "art square", "ours autoattack", "art autoattack"]
     clean = tiny_trained_model.predict(x, batch_size=256, verbose=0)
     assert np.mean(np.argmax(clean, 1) == y) >= 0.5  # something to attack
     x_adv = runs["art autoattack"](x, y)
@@ -114,6 +115,38 @@ def test_art_autoattack_runs_with_its_default_attacks(bench, tiny_trained_model)
     assert 0.0 <= x_adv.min() and x_adv.max() <= 1.0
     logits = tiny_trained_model.predict(x_adv, batch_size=256, verbose=0)
     assert np.mean(np.argmax(logits, 1) == y) == 0.0
+
+
+def test_art_autoattack_at_our_budget(bench, tiny_trained_model):
+    pytest.importorskip("multiprocess")
+    from art.attacks.evasion import AutoProjectedGradientDescent, DeepFool, SquareAttack
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    clf = TensorFlowV2Classifier(tiny_trained_model, nb_classes=10, input_shape=(28, 28, 1),
+                                 clip_values=(0.0, 1.0))
+    attack_list = bench.art_same_budget_attacks(clf, eps=0.1, steps=7, queries=33, batch_size=5)
+    # ART's default list and order, at our budget: one start each, 7 iterations, 33 queries.
+    assert [type(a) for a in attack_list] == [AutoProjectedGradientDescent,
+                                              AutoProjectedGradientDescent, DeepFool,
+                                              SquareAttack]
+    assert [a.loss_type for a in attack_list[:2]] == ["cross_entropy", "difference_logits_ratio"]
+    assert all(a.max_iter == 7 and a.nb_random_init == 1 and a.eps == 0.1
+               and not a.targeted for a in attack_list[:2])
+    assert attack_list[2].max_iter == 7
+    assert (attack_list[3].max_iter, attack_list[3].nb_restarts, attack_list[3].eps) == (33, 1, 0.1)
+
+    runs = bench.build_runs(tiny_trained_model, 10, eps=0.3, steps=2, targets=1, queries=10,
+                            batch_size=4, art_autoattack="same-budget")
+    assert "art autoattack" not in runs and list(runs)[-1] == "art autoattack_same"
+    x, y, _ = data.load_arrays("fashion_mnist", "test", limit=4)
+    x_adv = runs["art autoattack_same"](x, y)
+    assert x_adv.shape == x.shape and np.abs(x_adv - x).max() <= 0.3 * (1 + 1e-4) + 1e-6
+    assert 0.0 <= x_adv.min() and x_adv.max() <= 1.0
+    logits = tiny_trained_model.predict(x_adv, batch_size=256, verbose=0)
+    assert np.mean(np.argmax(logits, 1) == y) == 0.0  # eps 0.3: APGD-CE fools all
+    with pytest.raises(ValueError, match="Expected art_autoattack in"):
+        bench.build_runs(tiny_trained_model, 10, eps=0.3, steps=2, targets=1, queries=10,
+                         batch_size=4, art_autoattack="all")
 
 
 def test_default_cache_and_piece_files(bench, tmp_path, capsys):
