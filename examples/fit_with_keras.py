@@ -1,6 +1,7 @@
 """SNS training with plain Keras: compile, fit with the standard callbacks, save, reload.
 
-    .venv/bin/python examples/fit_with_keras.py --limit 2000 --epochs 1 --test-limit 500
+    .venv/bin/python examples/fit_with_keras.py --limit 2000 --epochs 1 --test-limit 500 \
+        --val-limit 500
     .venv/bin/python examples/fit_with_keras.py                           # the full recipe
 
 It trains a vanilla small_cnn, selects the sensitive channels of conv3 and conv4 on
@@ -26,12 +27,17 @@ def main():
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--test-limit", type=int, default=None)
+    p.add_argument("--val-limit", type=int, default=1000,
+                   help="Validation examples scored after every epoch.")
     p.add_argument("--out", default="runs/example")
     args = p.parse_args()
     keras.utils.set_random_seed(0)
     train_ds, info = data.load_dataset("fashion_mnist", "fit", limit=args.limit, batch_size=128)
-    val_ds, _ = data.load_dataset("fashion_mnist", "validation", limit=1000, batch_size=256)
-    x_train, y_train, _ = data.load_arrays("fashion_mnist", "fit", limit=2000)
+    val_ds, _ = data.load_dataset("fashion_mnist", "validation", limit=args.val_limit,
+                                  batch_size=256)
+    # The sensitive channels are selected on (at most) 2,000 of the training examples.
+    select = 2000 if args.limit is None else min(2000, args.limit)
+    x_train, y_train, _ = data.load_arrays("fashion_mnist", "fit", limit=select)
 
     # 1. A vanilla model, trained with plain Keras.
     base = models.build("small_cnn", input_shape=info.input_shape, num_classes=info.num_classes)
@@ -45,7 +51,8 @@ def main():
     model.set_masks(select_masks(base, x_train, "conv3,conv4", k=0.1, attack=attack, y=y_train))
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    x_val, y_val, _ = data.load_arrays("fashion_mnist", "validation", limit=256)
+    x_val, y_val, _ = data.load_arrays("fashion_mnist", "validation",
+                                       limit=min(256, args.val_limit))
     model.fit(train_ds, epochs=args.epochs, validation_data=val_ds, callbacks=[
         keras.callbacks.BackupAndRestore(f"{args.out}/backup"),        # resumable
         keras.callbacks.ModelCheckpoint(f"{args.out}/best.keras", monitor="val_adv_acc",

@@ -16,7 +16,7 @@ def test_fit_with_keras_example(tmp_path):
     out = tmp_path / "example"
     proc = subprocess.run(
         [sys.executable, "examples/fit_with_keras.py", "--limit", "256", "--epochs", "1",
-         "--test-limit", "64", "--out", str(out)],
+         "--test-limit", "64", "--val-limit", "64", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
