@@ -115,6 +115,7 @@ from keras_sns.studies import AnalysisConfig, AttackSpec, run_analysis  # noqa: 
 from keras_sns.training import RobustModel  # noqa: E402
 
 from experiments.report import (  # noqa: E402
+    claims_markdown,
     cpus_seen,
     draw_figures,
     summarise_claims,
@@ -686,8 +687,8 @@ class Runner:
     # ---------------------------------------------------------------- report
 
     def report(self, figures: bool = True) -> dict:
-        """Write reproduce.json and table.md (and, with ``figures``, the PNGs and a copy
-        of timings.json) under ``results`` from whatever is finished.
+        """Write reproduce.json, table.md and claims.md (and, with ``figures``, the PNGs
+        and a copy of timings.json) under ``results`` from whatever is finished.
 
         Per method of :data:`METHODS` with a finished evaluation: every seed's numbers
         and a summary cell per attack (:func:`experiments.report.summarise_method`);
@@ -712,7 +713,9 @@ class Runner:
                               for m in METHODS],
                   "sweep": chosen, "table": table,
                   "pending": [m.name for m in METHODS if m.name not in table],
-                  "claims": _load_json(self.out / "claims" / "claims.json"),
+                  # Read afresh from the studies' files (cheap), not claims.json:
+                  # a study finished by another process shows at once.
+                  "claims": summarise_claims(self.out / "claims"),
                   "timings": "timings.json",
                   "command": self.command}
         if figures:
@@ -724,6 +727,7 @@ class Runner:
             result["figures"] = previous.get("figures", {})
         atomic_write_json(self.results / "reproduce.json", result)
         atomic_write_text(self.results / "table.md", table_markdown(result, timings))
+        atomic_write_text(self.results / "claims.md", claims_markdown(result, timings))
         return result
 
 

@@ -189,6 +189,20 @@ def test_quick_run_trains_evaluates_resumes_and_reports(tmp_path):
         data = (results / "figures" / file).read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) < 150_000, name
 
+    # claims.md beside table.md: the eight claims and the single-step question, each
+    # with a verdict; those that need other methods than PAT are pending, and the
+    # figures are linked.
+    claims_md = (results / "claims.md").read_text()
+    assert re.findall(r"^## (C\d):", claims_md, flags=re.M) == [f"C{i}" for i in range(1, 9)]
+    verdicts = re.findall(r"^- Verdict: \*\*(.+?)\*\*$", claims_md, flags=re.M)
+    assert len(verdicts) == 9 and set(verdicts) <= set(report.VERDICTS)
+    assert claims_md == report.claims_markdown(saved, timings=json.loads(
+        (out / "timings.json").read_text()))
+    for claim in ("C6", "C7", "C8"):  # SNS-sen, SNS-rand: not trained in this run
+        section = claims_md[claims_md.index(f"## {claim}:"):]
+        assert re.search(r"Verdict: \*\*(.+?)\*\*", section).group(1) == "Pending", claim
+    assert "[targeted](figures/targeted.png)" in claims_md
+
     # Timings: every piece has wall and CPU seconds, the CPU and the load around it.
     timings = json.loads((out / "timings.json").read_text())
     assert json.loads((results / "timings.json").read_text()) == timings

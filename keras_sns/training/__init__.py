@@ -24,7 +24,12 @@ from keras_sns.training.callbacks import (
     catastrophic_overfitting,
 )
 from keras_sns.training.losses import alp_loss, mart_boost_loss, mart_loss, sns_loss, trades_loss
-from keras_sns.training.masks import resolve_layers, select_masks, training_attack
+from keras_sns.training.masks import (
+    expand_layer_names,
+    resolve_layers,
+    select_masks,
+    training_attack,
+)
 from keras_sns.training.robust_model import RobustModel
 from keras_sns.training.runs import OutputExistsError, TrainResult, run_training, runtime_info
 
@@ -41,6 +46,7 @@ __all__ = [
     "TrainingCollapsedError",
     "alp_loss",
     "catastrophic_overfitting",
+    "expand_layer_names",
     "mart_boost_loss",
     "mart_loss",
     "resolve_layers",

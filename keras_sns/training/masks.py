@@ -1,6 +1,7 @@
 """Choosing the sensitive channels that SNS stabilises (paper section V).
 
-* :func:`resolve_layers`: layer names and ranges such as ``"conv8..conv13"``;
+* :func:`resolve_layers`: layer names and ranges such as ``"conv8..conv13"``
+  (:func:`expand_layer_names` on a list of names, without a model);
 * :func:`select_masks`: the ``sen`` selection, the top-k channels by neuron
   sensitivity (eq. 1-2) measured on adversarial examples of the training attack;
 * :func:`training_attack`: the white-box attack that makes training's adversarial
@@ -23,7 +24,7 @@ from keras_sns.neurons.measure import measure_sensitivity
 from keras_sns.neurons.probe import probe_layer_names
 from keras_sns.neurons.selection import top_k_mask
 
-__all__ = ["resolve_layers", "select_masks", "training_attack"]
+__all__ = ["expand_layer_names", "resolve_layers", "select_masks", "training_attack"]
 
 
 def resolve_layers(model: keras.Model, layers: str | Sequence[str]) -> list[str]:
@@ -41,9 +42,32 @@ def resolve_layers(model: keras.Model, layers: str | Sequence[str]) -> list[str]
     Returns:
         The layer names, de-duplicated, in model order.
     """
+    return expand_layer_names(probe_layer_names(model), layers)
+
+
+def expand_layer_names(valid: Sequence[str], layers: str | Sequence[str]) -> list[str]:
+    """:func:`resolve_layers` on a list of layer names instead of a model.
+
+    For readers of saved results (the SNS layers a run chose, against the layers a
+    study measured) that have the names but not the model.
+
+    Args:
+        valid: The layer names, in model order.
+        layers: A comma-separated string or a list of names and ranges.
+
+    Returns:
+        The layer names, de-duplicated, in the order of ``valid``.
+
+    Raises:
+        ValueError: for a name not in ``valid``, a backwards range or no layer at all.
+
+    Example:
+        >>> expand_layer_names(["conv1", "relu1", "conv2", "relu2", "conv3"], "conv1..conv2,relu2")
+        ['conv1', 'conv2', 'relu2']
+    """
+    valid = list(valid)
     if isinstance(layers, str):
         layers = [part for part in layers.split(",")]
-    valid = probe_layer_names(model)
     chosen: list[str] = []
     for item in (part.strip() for part in layers):
         if not item:
