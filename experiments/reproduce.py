@@ -22,10 +22,12 @@ one attack of one evaluation, or one AutoAttack stage):
    (seed 0) models.
 5. ``report``: under ``--results``, from whatever is finished (rows not done yet are
    "pending"): ``reproduce.json`` (every number, small), ``table.md`` (the Table III
-   analogue with 95 % intervals, and what each piece cost), ``timings.json`` (a copy of
-   the cache's) and ``figures/*.png``. ``reproduce.json`` and ``table.md`` are also
-   rewritten after every evaluated model; the figures only by this stage, so
-   ``--stages report`` redraws everything from the cache while a run goes on.
+   analogue with 95 % intervals, and what each piece cost; :mod:`experiments.report`),
+   ``claims.md`` (each claim's rule and verdict; :mod:`experiments.claims`),
+   ``timings.json`` (a copy of the cache's) and ``figures/*.png``. ``reproduce.json``,
+   ``table.md`` and ``claims.md`` are also rewritten after every evaluated model; the
+   figures only by this stage, so ``--stages report`` redraws everything from the cache
+   while a run goes on.
 
 Budget (:data:`FULL`), the same for every method. Each fine-tune sees the first 12,800
 examples of the fit split for 2 epochs (100 steps of 128 per epoch, 200 steps) with a
@@ -114,11 +116,10 @@ from keras_sns.precision import read_cpu  # noqa: E402
 from keras_sns.studies import AnalysisConfig, AttackSpec, run_analysis  # noqa: E402
 from keras_sns.training import RobustModel  # noqa: E402
 
+from experiments.claims import claims_markdown, summarise_claims  # noqa: E402
 from experiments.report import (  # noqa: E402
-    claims_markdown,
     cpus_seen,
     draw_figures,
-    summarise_claims,
     summarise_method,
     table_markdown,
     wilson,
@@ -692,7 +693,9 @@ class Runner:
 
         Per method of :data:`METHODS` with a finished evaluation: every seed's numbers
         and a summary cell per attack (:func:`experiments.report.summarise_method`);
-        the others are listed as ``pending``.
+        the others are listed as ``pending``. The studies' numbers
+        (:func:`experiments.claims.summarise_claims`) are judged into claims.md by
+        :func:`experiments.claims.claims_markdown`.
         """
         chosen = _load_json(self.out / "sweep" / "chosen.json")
         finished: dict[str, dict[str, dict]] = {m.name: {} for m in METHODS}

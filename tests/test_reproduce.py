@@ -1,5 +1,6 @@
 """The reproduction runner (experiments/reproduce.py) in its --quick mode, so it cannot rot,
-and its report (experiments/report.py) against independent computations."""
+and its report (experiments/report.py, experiments/claims.py) against independent
+computations."""
 
 import dataclasses
 import json
@@ -13,7 +14,7 @@ import scipy.stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments import report, reproduce  # noqa: E402
+from experiments import claims, report, reproduce  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = {"lambda_sweep", "layer_study", "robust_accuracy", "layer_sigma", "ratio_vs_eps",
@@ -195,8 +196,8 @@ def test_quick_run_trains_evaluates_resumes_and_reports(tmp_path):
     claims_md = (results / "claims.md").read_text()
     assert re.findall(r"^## (C\d):", claims_md, flags=re.M) == [f"C{i}" for i in range(1, 9)]
     verdicts = re.findall(r"^- Verdict: \*\*(.+?)\*\*$", claims_md, flags=re.M)
-    assert len(verdicts) == 9 and set(verdicts) <= set(report.VERDICTS)
-    assert claims_md == report.claims_markdown(saved, timings=json.loads(
+    assert len(verdicts) == 9 and set(verdicts) <= set(claims.VERDICTS)
+    assert claims_md == claims.claims_markdown(saved, timings=json.loads(
         (out / "timings.json").read_text()))
     for claim in ("C6", "C7", "C8"):  # SNS-sen, SNS-rand: not trained in this run
         section = claims_md[claims_md.index(f"## {claim}:"):]
@@ -231,11 +232,11 @@ def test_quick_run_trains_evaluates_resumes_and_reports(tmp_path):
     assert all(ev["pending"] == [] for ev in saved["table"]["pat"]["seeds"].values())
 
     # The claims' studies ran on the vanilla and PAT models and their numbers are sane.
-    claims = saved["claims"]
-    assert set(claims["C4_C8_mean_sigma"]) == {"vanilla", "pat"}
-    assert all(v >= 0 for layers in claims["C4_C8_mean_sigma"].values() for v in layers.values())
-    assert claims["C1_spearman_per_class"]  # the targeted study's classes were read
-    assert all(-1.0 <= r <= 1.0 for r in claims["C1_spearman_per_class"].values())
+    numbers = saved["claims"]
+    assert set(numbers["C4_C8_mean_sigma"]) == {"vanilla", "pat"}
+    assert all(v >= 0 for layers in numbers["C4_C8_mean_sigma"].values() for v in layers.values())
+    assert numbers["C1_spearman_per_class"]  # the targeted study's classes were read
+    assert all(-1.0 <= r <= 1.0 for r in numbers["C1_spearman_per_class"].values())
 
     # A second run finds everything cached: nothing is trained or evaluated again.
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.keras")}

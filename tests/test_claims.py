@@ -1,4 +1,4 @@
-"""claims.md (experiments/report.py :func:`claims_markdown`): every claim's rule on
+"""claims.md (experiments/claims.py :func:`claims_markdown`): every claim's rule on
 hand-built report dicts, one per verdict, with the numbers recomputed here."""
 
 import json
@@ -12,7 +12,7 @@ import scipy.stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments import report  # noqa: E402
+from experiments import claims  # noqa: E402
 from keras_sns.training import expand_layer_names  # noqa: E402
 
 
@@ -25,9 +25,9 @@ def _section(markdown: str, claim: str) -> str:
 
 def _verdict(result: dict, claim: str, timings: dict | None = None) -> tuple[str, str]:
     """``(verdict word, section text)`` of ``claim`` in claims.md of ``result``."""
-    text = _section(report.claims_markdown(result, timings), claim)
+    text = _section(claims.claims_markdown(result, timings), claim)
     words = re.findall(r"^- Verdict: \*\*(.+?)\*\*$", text, flags=re.M)
-    assert len(words) == 1 and words[0] in report.VERDICTS, text
+    assert len(words) == 1 and words[0] in claims.VERDICTS, text
     return words[0], text
 
 
@@ -45,22 +45,22 @@ def _entry(**cells) -> dict:
 
 def test_mean_interval_is_scipys_t_interval():
     values = [0.25, -0.04, 0.13, 0.17, 0.07, 0.07, 0.33, 0.11, 0.23, 0.14]
-    got = report.mean_interval(values)
+    got = claims.mean_interval(values)
     low, high = scipy.stats.t.interval(0.95, len(values) - 1, loc=np.mean(values),
                                        scale=scipy.stats.sem(values))
     assert (got["mean"], got["low"], got["high"]) == pytest.approx((np.mean(values), low, high))
-    assert report.mean_interval([0.3]) == {"mean": 0.3, "low": None, "high": None, "n": 1}
+    assert claims.mean_interval([0.3]) == {"mean": 0.3, "low": None, "high": None, "n": 1}
     with pytest.raises(ValueError, match=r"Expected at least one value. Received: values=\[\]"):
-        report.mean_interval([])
+        claims.mean_interval([])
 
 
 def test_interval_verdict_by_hand():
     a, b = _cell(0.50, 0.02), _cell(0.45, 0.02)  # [0.48, 0.52] vs. [0.43, 0.47]
-    assert report.interval_verdict(a, b) == "Held"
-    assert report.interval_verdict(b, a) == "Not held"
-    assert report.interval_verdict(a, _cell(0.47, 0.02)) == "Inconclusive"  # they overlap
+    assert claims.interval_verdict(a, b) == "Held"
+    assert claims.interval_verdict(b, a) == "Not held"
+    assert claims.interval_verdict(a, _cell(0.47, 0.02)) == "Inconclusive"  # they overlap
     touching = {"mean": 0.4, "low": 0.3, "high": a["low"]}
-    assert report.interval_verdict(a, touching) == "Inconclusive"
+    assert claims.interval_verdict(a, touching) == "Inconclusive"
 
 
 def test_expand_layer_names_reads_ranges_like_resolve_layers():
@@ -81,17 +81,17 @@ def test_expand_layer_names_reads_ranges_like_resolve_layers():
 
 
 def test_every_claim_is_pending_without_data_and_figures_are_linked():
-    markdown = report.claims_markdown({})
+    markdown = claims.claims_markdown({})
     assert re.findall(r"^## (C\d):", markdown, flags=re.M) == [f"C{i}" for i in range(1, 9)]
-    assert markdown.count("- Verdict: **Pending**") == len(report.CLAIM_RULES) == 9
+    assert markdown.count("- Verdict: **Pending**") == len(claims.CLAIM_RULES) == 9
     result = {"figures": {"targeted": "targeted.png", "suppression": "pending"}}
     assert "- Figure: [targeted](figures/targeted.png)" in _section(
-        report.claims_markdown(result), "C1")
-    assert "- Figure: suppression (pending)" in _section(report.claims_markdown(result), "C3")
+        claims.claims_markdown(result), "C1")
+    assert "- Figure: suppression (pending)" in _section(claims.claims_markdown(result), "C3")
     # A partial report (one method, no studies) never raises.
     partial = {"table": {"pat": _entry(aa=_cell(0.4, 0.02, 1, "AA"))},
                "claims": {"C4_C8_mean_sigma": {"vanilla": {"conv1": 0.1}}}}
-    assert report.claims_markdown(partial).count("**Pending**") >= 8
+    assert claims.claims_markdown(partial).count("**Pending**") >= 8
 
 
 # ------------------------------------------------------------------ C1-C5: the studies
@@ -326,12 +326,12 @@ def test_summarise_claims_reads_levenshtein_and_suppression_betas(tmp_path):
     (tmp_path / "vanilla" / "targeted.json").write_text(json.dumps(targeted))
     (tmp_path / "vanilla" / "suppression.json").write_text(json.dumps(suppression))
     (tmp_path / "vanilla" / "sensitivity.json").write_text(json.dumps({"num_examples": 64}))
-    claims = report.summarise_claims(tmp_path)
+    summary = claims.summarise_claims(tmp_path)
     # A class no attack reached (num_success 0) is left out.
-    assert claims["C1_spearman_per_class"] == {"0": 0.2, "2": 0.4}
-    assert claims["C1_levenshtein_per_class"] == {"0": 0.5, "2": 0.7}
-    assert claims["C1_mean_levenshtein"] == 0.6
-    sup = claims["C3_suppression"]
+    assert summary["C1_spearman_per_class"] == {"0": 0.2, "2": 0.4}
+    assert summary["C1_levenshtein_per_class"] == {"0": 0.5, "2": 0.7}
+    assert summary["C1_mean_levenshtein"] == 0.6
+    sup = summary["C3_suppression"]
     assert sup["betas"] == [1.0, 0.5] and sup["random_draws"] == 3 and sup["layer"] == "relu4"
     assert sup["num_examples"] == 64
-    assert _verdict({"claims": claims}, "C3")[0] == "Not held"  # A == B: neither is met
+    assert _verdict({"claims": summary}, "C3")[0] == "Not held"  # A == B: neither is met
