@@ -47,17 +47,12 @@ def _fit(strategy, selection: str) -> dict:
     from keras_sns import attacks
     from keras_sns.training import RobustModel
 
+    from _robust_models import one_conv_model  # this script's folder is on sys.path
+
     x, y = _data()
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
     with strategy.scope():
-        inputs = keras.Input((6, 6, 1))
-        h = keras.layers.Conv2D(4, 3, name="conv")(inputs)
-        h = keras.layers.Activation("relu", name="relu")(h)
-        h = keras.layers.Flatten(name="flatten")(h)
-        h = keras.layers.Dense(5, name="hidden")(h)
-        base = keras.Model(inputs, keras.layers.Dense(3, name="logits")(h))
-        rng = np.random.default_rng(0)
-        base.set_weights([rng.normal(0.0, 0.5, w.shape).astype(np.float32) for w in base.get_weights()])
+        base = one_conv_model(seed=0)
         # random_start=False: the attack is deterministic, so replicas cannot differ by
         # their random starting points.
         attack = attacks.get("pgd_linf", eps=0.1, steps=2, step_size=0.05, random_start=False)

@@ -41,6 +41,20 @@ def conv_model(seed: int = 0) -> keras.Model:
     return model
 
 
+def one_conv_model(seed: int = 0) -> keras.Model:
+    """6x6x1 images -> conv (4) -> relu -> flatten -> hidden (5) -> logits (3), with
+    weights drawn from N(0, 0.5) by NumPy's generator ``seed`` (the same on any device)."""
+    inputs = keras.Input((6, 6, 1))
+    h = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    h = keras.layers.Activation("relu", name="relu")(h)
+    h = keras.layers.Flatten(name="flatten")(h)
+    h = keras.layers.Dense(5, name="hidden")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(h))
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0.0, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
+    return model
+
+
 def data(n: int, shape=(4,), classes: int = 3, seed: int = 0):
     """Inputs in [0.2, 0.8] (so x +- eps never leaves [0, 1]) and integer labels."""
     rng = np.random.default_rng(seed)

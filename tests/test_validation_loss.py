@@ -14,18 +14,13 @@ from keras_sns import attacks
 from keras_sns.neurons import probe
 from keras_sns.training import RobustModel
 
+from _robust_models import one_conv_model
+
 MASKS = {"conv": np.array([1, 0, 0, 1], np.float32), "hidden": np.array([0, 1, 1, 0, 0], np.float32)}
 
 
 def _tiny():
-    inputs = keras.Input((6, 6, 1))
-    h = keras.layers.Conv2D(4, 3, name="conv")(inputs)
-    h = keras.layers.Activation("relu", name="relu")(h)
-    h = keras.layers.Flatten(name="flatten")(h)
-    h = keras.layers.Dense(5, name="hidden")(h)
-    base = keras.Model(inputs, keras.layers.Dense(3, name="logits")(h))
-    rng = np.random.default_rng(0)
-    base.set_weights([rng.normal(0.0, 0.5, w.shape).astype(np.float32) for w in base.get_weights()])
+    base = one_conv_model(seed=0)
     rng = np.random.default_rng(1)
     x = rng.uniform(0.2, 0.8, (16, 6, 6, 1)).astype(np.float32)
     return base, x, (np.arange(16) % 3).astype(np.int64)
