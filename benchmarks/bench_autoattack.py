@@ -593,9 +593,64 @@ def main(argv: list[str] | None = None) -> dict:
               "checks": {key: bool(v) for key, v in checks.items()}, "pieces": pieces}
     print(json.dumps({"cpu": result["cpu"], "same_cpu_model": result["same_cpu_model"]}))
     atomic_write_json(cache / "result.json", result)
+    table = markdown_table(result)
+    print(table)
     if args.json:
         atomic_write_json(args.json, result)
+        atomic_write_bytes(Path(args.json).with_suffix(".md"), table.encode())
     return result
+
+
+#: The rows of :func:`markdown_table`: (label, our piece, ART's piece).
+TABLE_ROWS = (("APGD-CE", "ours apgd_ce", "art apgd_ce"),
+              ("APGD-T (targeted DLR)", "ours apgd_t", "art apgd_t"),
+              ("Square (L-inf)", "ours square", "art square"),
+              ("AutoAttack (ART: its own budgets)", "ours autoattack", "art autoattack"),
+              ("AutoAttack (ART: its list at our budget)", "ours autoattack",
+               "art autoattack_same"))
+
+
+def markdown_table(result: dict) -> str:
+    """The benchmark's result as Markdown: accuracy and seconds side by side, the checks.
+
+    Args:
+        result: What :func:`main` returns (``accuracy``, ``seconds``, ``checks``,
+            ``settings``, ``cpu_models``, ``pieces``).
+
+    Returns:
+        A table with one row per attack both sides ran (accuracy in percent, seconds,
+        ART's seconds over ours), then the checks, the CPU model(s) and the range of
+        the 1-minute load average over all pieces.
+
+    Example:
+        >>> print(markdown_table(result))  # doctest: +SKIP
+    """
+    acc, secs = result["accuracy"], result["seconds"]
+    s = result["settings"]
+    lines = [f"Robust accuracy on the first {s['n']} Fashion-MNIST test images, eps {s['eps']} "
+             f"(clean {100 * acc['clean']:.1f} %); APGD {s['steps']} iterations, "
+             f"{s['targets']} target classes, Square {s['queries']} queries.", "",
+             "| attack | ours | ART | ours, s | ART, s | ART s / ours s |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    shown = set()
+    for label, ours, art in TABLE_ROWS:
+        if ours in acc and art in acc:
+            lines.append(f"| {label} | {100 * acc[ours]:.1f} % | {100 * acc[art]:.1f} % | "
+                         f"{secs[ours]:.0f} | {secs[art]:.0f} | {secs[art] / secs[ours]:.1f} |")
+            shown.add(ours)
+    for label, ours, _ in TABLE_ROWS:  # ours alone where ART's did not run
+        if ours in acc and ours not in shown:
+            lines.append(f"| {label.split(' (')[0]} | {100 * acc[ours]:.1f} % | not run | "
+                         f"{secs[ours]:.0f} | | |")
+            shown.add(ours)
+    lines += ["", "Checks:", ""]
+    lines += [f"- {'OK' if ok else 'FAILED'}: {name}" for name, ok in result["checks"].items()]
+    loads = [v for parts in result["pieces"].values() for r in parts
+             for v in (r.get("load_1min_start"), r.get("load_1min_end")) if v is not None]
+    lines += ["", f"CPU: {', '.join(result['cpu_models'])}"
+              + (f"; 1-minute load average {min(loads):.1f}-{max(loads):.1f}" if loads else "")
+              + "."]
+    return "\n".join(lines) + "\n"
 
 
 def _left(left: list[tuple[str, int]], done: dict, parts: int) -> str:

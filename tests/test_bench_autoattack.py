@@ -74,6 +74,7 @@ def test_killed_run_resumes_from_its_finished_pieces(bench, model_file, tiny_tra
         assert result["pieces"][piece["name"]][piece["part"] - 1]["seconds"] == piece["seconds"]
     assert list(result["accuracy"]) == ["clean", *SINGLES]
     assert json.loads(out.read_text()) == result
+    assert out.with_suffix(".md").read_text() == bench.markdown_table(result)
     assert result["same_cpu_model"] is True and len(result["cpu_models"]) == 1
     sessions = {r["session"] for parts in result["pieces"].values() for r in parts}
     assert len(sessions) == 2
@@ -147,6 +148,29 @@ def test_art_autoattack_at_our_budget(bench, tiny_trained_model):
     with pytest.raises(ValueError, match="Expected art_autoattack in"):
         bench.build_runs(tiny_trained_model, 10, eps=0.3, steps=2, targets=1, queries=10,
                          batch_size=4, art_autoattack="all")
+
+
+def test_markdown_table_puts_ours_and_art_side_by_side(bench):
+    pieces = {"ours apgd_ce": [{"load_1min_start": 2.5, "load_1min_end": 4.0}],
+              "art apgd_ce": [{"load_1min_start": 1.25, "load_1min_end": None}]}
+    result = {"settings": {"n": 1000, "eps": 0.1, "steps": 100, "targets": 9, "queries": 5000},
+              "accuracy": {"clean": 0.8, "ours apgd_ce": 0.601, "art apgd_ce": 0.605,
+                           "ours autoattack": 0.55, "art autoattack_same": 0.56},
+              "seconds": {"ours apgd_ce": 30.0, "art apgd_ce": 75.0, "ours autoattack": 100.0,
+                          "art autoattack_same": 350.0},
+              "checks": {"apgd_ce: ours <= art + 2 points": True, "x": False},
+              "cpu_models": ["AMD EPYC"], "pieces": pieces}
+    table = bench.markdown_table(result)
+    assert "| APGD-CE | 60.1 % | 60.5 % | 30 | 75 | 2.5 |" in table
+    assert "| AutoAttack (ART: its list at our budget) | 55.0 % | 56.0 % | 100 | 350 | 3.5 |" in table
+    assert "its own budgets" not in table and "APGD-T" not in table  # rows not run: left out
+    assert "- OK: apgd_ce: ours <= art + 2 points" in table and "- FAILED: x" in table
+    assert "first 1000 Fashion-MNIST test images, eps 0.1 (clean 80.0 %)" in table
+    assert "CPU: AMD EPYC; 1-minute load average 1.2-4.0." in table
+    # Without any ART AutoAttack, ours is listed once, with "not run" for ART's.
+    del result["accuracy"]["art autoattack_same"], result["seconds"]["art autoattack_same"]
+    rows = [ln for ln in bench.markdown_table(result).splitlines() if "55.0 %" in ln]
+    assert rows == ["| AutoAttack | 55.0 % | not run | 100 | | |"]
 
 
 def test_default_cache_and_piece_files(bench, tmp_path, capsys):
