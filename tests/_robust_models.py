@@ -17,14 +17,19 @@ def exact_float32_matmuls():
     tf.config.experimental.enable_tensor_float_32_execution(enabled)
 
 
+def _normal_weights(model: keras.Model, std: float, seed: int) -> keras.Model:
+    """Set every weight of ``model`` from N(0, std) by NumPy's generator ``seed``."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0.0, std, w.shape).astype(np.float32) for w in model.get_weights()])
+    return model
+
+
 def linear_model(seed: int = 0) -> keras.Model:
     """Input(4) -> Dense "hidden" (3, linear) -> Dense "logits" (3), fixed weights."""
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(3, name="hidden")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(hidden))
-    rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(0.0, 0.7, w.shape).astype(np.float32) for w in model.get_weights()])
-    return model
+    return _normal_weights(model, 0.7, seed)
 
 
 def conv_model(seed: int = 0) -> keras.Model:
@@ -36,23 +41,17 @@ def conv_model(seed: int = 0) -> keras.Model:
     h = keras.layers.Flatten(name="flatten")(h)
     h = keras.layers.Dense(5, name="fc1")(h)
     model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(h))
-    rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(0.0, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
-    return model
+    return _normal_weights(model, 0.5, seed)
 
 
 def one_conv_model(seed: int = 0) -> keras.Model:
     """6x6x1 images -> conv (4) -> relu -> flatten -> hidden (5) -> logits (3), with
     weights drawn from N(0, 0.5) by NumPy's generator ``seed`` (the same on any device)."""
     inputs = keras.Input((6, 6, 1))
-    h = keras.layers.Conv2D(4, 3, name="conv")(inputs)
-    h = keras.layers.Activation("relu", name="relu")(h)
-    h = keras.layers.Flatten(name="flatten")(h)
-    h = keras.layers.Dense(5, name="hidden")(h)
+    h = keras.layers.Activation("relu", name="relu")(keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    h = keras.layers.Dense(5, name="hidden")(keras.layers.Flatten(name="flatten")(h))
     model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(h))
-    rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(0.0, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
-    return model
+    return _normal_weights(model, 0.5, seed)
 
 
 def data(n: int, shape=(4,), classes: int = 3, seed: int = 0):
