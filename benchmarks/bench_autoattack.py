@@ -476,8 +476,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--art-autoattack", choices=list(ART_AUTOATTACKS), default="default",
                    help="ART's AutoAttack with its own budgets (default), its list at our "
                         "budget (same-budget), or none.")
-    p.add_argument("--skip-art-autoattack", action="store_true",
-                   help="The same as --art-autoattack none.")
     p.add_argument("--json", default=None, help="Also write the figures to this JSON file.")
     p.add_argument("--part-size", type=int, default=None,
                    help="Run and save every attack in parts of this many images, ours and "
@@ -514,7 +512,7 @@ def main(argv: list[str] | None = None) -> dict:
     x, y, info = data.load_arrays("fashion_mnist", "test", limit=args.n)
     runs = build_runs(model, info.num_classes, eps=eps, steps=args.steps, targets=args.targets,
                       queries=args.queries, batch_size=args.batch_size,
-                      art_autoattack="none" if args.skip_art_autoattack else args.art_autoattack)
+                      art_autoattack=args.art_autoattack)
     bounds = _parts(args.n, part_size)
     # Ours and ART's on one attack alternate part by part, so each pair runs side by side.
     pairs = [pair for pair in PAIRS if pair[1] in runs]

@@ -46,7 +46,7 @@ def test_killed_run_resumes_from_its_finished_pieces(bench, model_file, tiny_tra
     # 8 images in 2 parts of 4: 7 attacks (ART's AutoAttack skipped) x 2 parts = 14 pieces.
     cache, out = tmp_path / "cache", tmp_path / "result.json"
     args = _args(model_file, cache, "--eps", "0.03", "--part-size", "4",
-                 "--skip-art-autoattack", "--json", str(out))
+                 "--art-autoattack", "none", "--json", str(out))
     timed, calls, kill_at = bench._timed, [], [4]
 
     def dies_in_the_fourth_piece(fn):
