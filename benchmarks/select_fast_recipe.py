@@ -72,7 +72,7 @@ class WeightAverages(keras.callbacks.Callback):
 
     def __init__(self, momenta):
         super().__init__()
-        self.momenta, self.averages, self.steps = momenta, None, 0
+        self.momenta, self.averages = momenta, None
 
     def on_train_batch_end(self, batch, logs=None):
         weights = [np.asarray(w) for w in self.model.trainable_weights]
@@ -83,7 +83,6 @@ class WeightAverages(keras.callbacks.Callback):
                 for a, w in zip(avg, weights):
                     a *= m
                     a += (1.0 - m) * w
-        self.steps += 1
 
 
 class Clock(keras.callbacks.Callback):
