@@ -9,7 +9,12 @@ one attack of one evaluation, or one AutoAttack stage):
 2. ``sweep``: the SNS hyperparameters (lambda, layers, freezing) chosen on the
    *validation* split (the last 10 % of train), never the test set: a lambda sweep on
    the default layers, then layer sets and freezing at the best lambda, and PAT at the
-   same budget as the reference. It runs first: every SNS variant needs its choice.
+   same budget as the reference; then TRADES' beta (1, 2, 3, 6) by the same rule, so
+   the baseline SNS is compared with gets the tuning SNS gets. It runs first: every SNS
+   variant and every TRADES row needs its choice. A grid model cached with other
+   settings than the plan's (TRADES at the default beta 6, trained before the TRADES
+   sweep existed) is moved aside to ``<folder>.superseded<N>``, evaluations included,
+   and trained again.
 3. ``grid`` and ``eval``, interleaved: each model is fine-tuned from the base model and
    then evaluated on the test split before the next one is trained, in priority order
    (:func:`run_order`): seed 0 of PAT, SNS-sen, TRADES, TRADES+SNS and vanilla; then the
@@ -109,7 +114,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_sns import attacks, data, models  # noqa: E402
-from keras_sns.config import default_train_attack  # noqa: E402
+from keras_sns.config import DEFAULT_BETA, default_train_attack  # noqa: E402
 from keras_sns.evaluation import evaluate, generate_adversarial  # noqa: E402
 from keras_sns.files import atomic_save_model, atomic_write_json, atomic_write_text  # noqa: E402
 from keras_sns.precision import read_cpu  # noqa: E402
@@ -158,6 +163,8 @@ class Budget:
     spsa_iterations: int = 100
     nattack_iterations: int = 100
     lambdas: tuple[float, ...] = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)
+    #: TRADES' beta, chosen on validation like SNS' lambda (6 is the TRADES paper's).
+    trades_betas: tuple[float, ...] = (1.0, 2.0, 3.0, 6.0)
     layer_sets: tuple[str, ...] = ("conv3,conv4", "conv4", "conv2..conv4")
     seeds: tuple[int, ...] = (0, 1, 2)
     batch_size: int = 128
@@ -182,7 +189,7 @@ QUICK = Budget(train_limit=256, vanilla_epochs=1, epochs=1, steps=2, sweep_limit
                sweep_epochs=1, val_limit=64, test_limit=64, cw_limit=16, autoattack_limit=16,
                black_box_limit=8, autoattack_steps=3, eval_steps=3, square_queries=10,
                cw_steps=3, spsa_iterations=1, nattack_iterations=1, lambdas=(0.2, 1.0),
-               layer_sets=("conv3,conv4",), seeds=(0, 1))
+               trades_betas=(1.0, 6.0), layer_sets=("conv3,conv4",), seeds=(0, 1))
 
 
 @dataclass(frozen=True)
@@ -307,9 +314,19 @@ class Planned:
 
 
 def _check_budget(path: Path, budget: Budget) -> None:
-    """Record the budget of a cache on first use; refuse to resume it with another one."""
+    """Record the budget of a cache on first use; refuse to resume it with another one.
+
+    A field the record lacks (one added to :class:`Budget` after the cache was made, such
+    as ``trades_betas``) is added to it: it governs pieces the cache does not hold yet.
+    """
     wanted = json.loads(json.dumps(dataclasses.asdict(budget)))  # tuples as lists
     recorded = _load_json(path)
+    if recorded is not None and set(recorded) < set(wanted):
+        added = sorted(set(wanted) - set(recorded))
+        logger.info("budget fields added to %s: %s", path, ", ".join(added))
+        recorded = {**recorded, **{k: wanted[k] for k in added}}
+        if recorded == wanted:
+            atomic_write_json(path, wanted)
     if recorded is None:
         atomic_write_json(path, wanted)
     elif recorded != wanted:
@@ -317,6 +334,18 @@ def _check_budget(path: Path, budget: Budget) -> None:
         raise SystemExit(
             f"{path.parent} holds pieces made with another budget ({', '.join(changed)} "
             "differ): resuming would mix them. Use another --out, or delete the folder.")
+
+
+def _same_spec(recorded: dict, planned: dict) -> bool:
+    """Whether a model made with RobustModel settings ``recorded`` is the one ``planned``
+    asks for; a beta left out means the method's default (caches made before the TRADES
+    sweep record none)."""
+    def resolved(spec: dict) -> dict:
+        spec = json.loads(json.dumps(spec))
+        if spec["method"] in DEFAULT_BETA:
+            spec.setdefault("beta", DEFAULT_BETA[spec["method"]])
+        return spec
+    return resolved(recorded) == resolved(planned)
 
 
 class Runner:
@@ -393,7 +422,10 @@ class Runner:
         """Fine-tune the base model with RobustModel settings ``spec``; cached by key."""
         path = self.out / key / "model.keras"
         if path.is_file():
-            return path
+            recorded = _load_json(path.parent / "spec.json")
+            if recorded is None or _same_spec(recorded["spec"], spec):
+                return path
+            self._supersede(path.parent, recorded["spec"], spec)
         path.parent.mkdir(parents=True, exist_ok=True)
         base_path = self.base()
 
@@ -421,6 +453,23 @@ class Runner:
         self._timed(f"train:{key}", train, kind="train", model=key, examples=len(x),
                     epochs=epochs, steps_per_epoch=math.ceil(len(x) / self.budget.batch_size))
         return path
+
+    @staticmethod
+    def _supersede(folder: Path, old: dict, new: dict) -> Path:
+        """Move a model made with settings ``old`` (and its evaluations) aside.
+
+        The folder becomes ``<folder>.superseded<N>``: nothing is deleted, and the old
+        numbers stay readable there (for instance TRADES at the default beta, before the
+        sweep chose another).
+        """
+        n = 1
+        while folder.with_name(f"{folder.name}.superseded{n}").exists():
+            n += 1
+        target = folder.with_name(f"{folder.name}.superseded{n}")
+        folder.rename(target)
+        logger.warning("%s was made with %s, the plan now says %s: moved to %s and trained "
+                       "again", folder, old, new, target.name)
+        return target
 
     # ---------------------------------------------------------------- sweep
 
@@ -474,16 +523,43 @@ class Runner:
         atomic_write_json(cache, chosen)
         return chosen
 
+    def trades_sweep(self) -> dict:
+        """TRADES' beta chosen on validation PGD-20 accuracy (then clean), at the grid's
+        budget: the baseline gets the tuning SNS gets (``sweep/trades_chosen.json``)."""
+        cache = self.out / "sweep" / "trades_chosen.json"
+        if cache.is_file():
+            return json.loads(cache.read_text())
+        b = self.budget
+        x, y = self.fit[0][: b.sweep_limit], self.fit[1][: b.sweep_limit]
+        runs = []
+        for beta in b.trades_betas:
+            key = f"sweep/trades_beta{beta:g}"
+            spec = {"method": "trades", "attack": "trades_kl", "beta": beta}
+            path = self._fine_tune(key, spec, x, y, b.sweep_epochs, seed=0)
+            runs.append({"beta": beta, **self._score(key, path)})
+        best = max(runs, key=lambda r: (r["pgd20"], r["clean"]))
+        chosen = {"chosen": {"beta": best["beta"]},
+                  "score": {k: best[k] for k in ("clean", "pgd20")}, "runs": runs,
+                  "criterion": "validation PGD-20 accuracy, then clean"}
+        atomic_write_json(cache, chosen)
+        return chosen
+
     # ---------------------------------------------------------------- grid
 
-    def plan(self, chosen: dict | None) -> list[Planned]:
-        """Every model of the grid in the order it is trained (:func:`run_order`)."""
+    def plan(self, chosen: dict | None, trades: dict | None = None) -> list[Planned]:
+        """Every model of the grid in the order it is trained (:func:`run_order`).
+
+        ``chosen`` and ``trades`` are the sweeps' choices (:meth:`sweep`,
+        :meth:`trades_sweep`); a model whose settings are not chosen yet has spec None.
+        """
         sns = chosen["chosen"] if chosen else None
         out = []
         for m, seed in run_order(METHODS, self.budget.seeds):
             spec: dict[str, Any] | None = {"method": m.method, "attack": m.train_attack,
                                            **m.params}
-            if m.selection is not None:
+            if m.method == "trades":
+                spec = {**spec, "beta": trades["chosen"]["beta"]} if trades else None
+            if m.selection is not None and spec is not None:
                 if sns is None:
                     spec = None
                 else:
@@ -661,14 +737,17 @@ class Runner:
         layers = ("conv1", "relu1", "conv2", "relu2", "conv3", "relu3", "conv4", "relu4", "fc1",
                   "fc1_relu")
         attack = AttackSpec("pgd_linf", {"eps": EPS, "steps": self.budget.eval_steps, "seed": 0})
+        # A model trained again (another spec) has another file: the studies rerun.
+        stamps = {label: p.stat().st_mtime_ns for label, p in paths.items()}
         done = _load_json(out / "all" / "done.json")
-        if done is None or done["labels"] != list(paths):
+        if done is None or done["labels"] != list(paths) or done.get("models") != stamps:
             loaded = {label: models.load(p) for label, p in paths.items()}
             self._timed("claims:all", lambda: run_analysis(
                 loaded, x, y, AnalysisConfig(attack=attack, layers=layers,
                                              studies=("profile", "ratio")), out / "all"),
                 kind="claims", model="claims/all", models=list(paths), n=len(x))
-            atomic_write_json(out / "all" / "done.json", {"labels": list(paths)})
+            atomic_write_json(out / "all" / "done.json", {"labels": list(paths),
+                                                          "models": stamps})
         if not (out / "vanilla" / "done.json").is_file():
             fractions = (0.5, 1.0) if self.quick else (0.25, 0.5, 1.0, 1.5, 2.0)
             quick = {"classes": (0, 1), "betas": (1.0, 0.5), "repeats": 1} if self.quick else {}
@@ -698,8 +777,9 @@ class Runner:
         :func:`experiments.claims.claims_markdown`.
         """
         chosen = _load_json(self.out / "sweep" / "chosen.json")
+        trades = _load_json(self.out / "sweep" / "trades_chosen.json")
         finished: dict[str, dict[str, dict]] = {m.name: {} for m in METHODS}
-        for p in self.plan(chosen):
+        for p in self.plan(chosen, trades):
             ev = _load_json(self.out / p.key / "evaluation.json")
             if ev is not None:
                 finished[p.method.name][f"seed{p.seed}"] = ev
@@ -714,7 +794,7 @@ class Runner:
                   "eps": EPS, "l2_eps": L2_EPS,
                   "methods": [{"name": m.name, "seeds_expected": expected[m.name]}
                               for m in METHODS],
-                  "sweep": chosen, "table": table,
+                  "sweep": chosen, "trades_sweep": trades, "table": table,
                   "pending": [m.name for m in METHODS if m.name not in table],
                   # Read afresh from the studies' files (cheap), not claims.json:
                   # a study finished by another process shows at once.
@@ -740,10 +820,15 @@ class Runner:
         """Run ``stages`` (see :data:`STAGES`) on the grid rows ``methods`` (None: all)."""
         if any(s in stages for s in ("base", "sweep", "grid", "claims")):
             self.base()
-        chosen = self.sweep() if "sweep" in stages else _load_json(self.out / "sweep" / "chosen.json")
-        if chosen is None and ("grid" in stages or "eval" in stages):
+        if "sweep" in stages:
+            chosen, trades = self.sweep(), self.trades_sweep()
+        else:
+            chosen = _load_json(self.out / "sweep" / "chosen.json")
+            trades = _load_json(self.out / "sweep" / "trades_chosen.json")
+        if (chosen is None or trades is None) and ("grid" in stages or "eval" in stages):
             raise SystemExit("The sweep has not run yet: run the 'sweep' stage first.")
-        plan = [p for p in self.plan(chosen) if methods is None or p.method.name in methods]
+        plan = [p for p in self.plan(chosen, trades)
+                if methods is None or p.method.name in methods]
         first_seed = self.budget.seeds[0]
         priority = [i for i, p in enumerate(plan)
                     if p.seed == first_seed and p.method.name in PRIORITY]

@@ -136,6 +136,11 @@ def test_quick_run_trains_evaluates_resumes_and_reports(tmp_path):
     sweep = saved["sweep"]
     assert sweep["chosen"]["lam"] in reproduce.QUICK.lambdas
     assert sweep["score"]["pgd20"] == max(r["pgd20"] for r in sweep["runs"])
+    # TRADES' beta is chosen the same way.
+    trades = saved["trades_sweep"]
+    assert [r["beta"] for r in trades["runs"]] == list(reproduce.QUICK.trades_betas)
+    best = max(trades["runs"], key=lambda r: (r["pgd20"], r["clean"]))
+    assert trades["chosen"]["beta"] == best["beta"] and trades["score"]["pgd20"] == best["pgd20"]
     entry = saved["table"]["pat"]
     assert set(entry["seeds"]) == {"seed0", "seed1"}  # PAT runs every seed
     for ev in entry["seeds"].values():
@@ -245,6 +250,62 @@ def test_quick_run_trains_evaluates_resumes_and_reports(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.keras")} == stamps
 
 
+def test_the_plan_gives_every_trades_row_the_chosen_beta():
+    from types import SimpleNamespace
+
+    runner = SimpleNamespace(budget=reproduce.FULL)
+    chosen = {"chosen": {"lam": 0.5, "layers": "conv3,conv4", "freeze_below": False}}
+    plan = reproduce.Runner.plan(runner, chosen, {"chosen": {"beta": 2.0}})
+    specs = {p.key: p.spec for p in plan}
+    assert len(plan) == 22
+    assert specs["grid/trades/seed1"] == {"method": "trades", "attack": "trades_kl", "beta": 2.0}
+    assert specs["grid/trades+sns/seed0"] == {
+        "method": "trades", "attack": "trades_kl", "beta": 2.0,
+        "sns": {"layers": "conv3,conv4", "lam": 0.5, "k": 0.1, "selection": "sen"}}
+    assert all("beta" not in s for k, s in specs.items() if "trades" not in k)
+    # Before the TRADES sweep has chosen, the TRADES rows have no settings yet.
+    pending = {p.key for p in reproduce.Runner.plan(runner, chosen, None) if p.spec is None}
+    assert pending == {k for k in specs if k.split("/")[1] in ("trades", "trades+sns")}
+
+
+@pytest.mark.parametrize("recorded, planned, same", [
+    ({"method": "trades", "attack": "trades_kl"}, {"method": "trades", "attack": "trades_kl",
+                                                   "beta": 6.0}, True),  # 6 is the default
+    ({"method": "trades", "attack": "trades_kl"}, {"method": "trades", "attack": "trades_kl",
+                                                   "beta": 1.0}, False),
+    ({"method": "pat", "attack": "pgd_linf"}, {"method": "pat", "attack": "pgd_linf"}, True),
+    ({"method": "sns", "lam": 0.5}, {"method": "sns", "lam": 0.2}, False),
+    ({"method": "sns", "layers": ("a", "b")}, {"method": "sns", "layers": ["a", "b"]}, True),
+])
+def test_same_spec_fills_the_default_beta(recorded, planned, same):
+    assert reproduce._same_spec(recorded, planned) is same
+
+
+def test_a_model_made_with_other_settings_is_moved_aside_and_trained_again(tmp_path):
+    runner = reproduce.Runner(tmp_path / "runs", tmp_path / "results", reproduce.QUICK, True)
+    x, y = runner.fit[0][:64], runner.fit[1][:64]
+    key, before = "grid/trades/seed0", {"method": "trades", "attack": "trades_kl"}
+    path = runner._fine_tune(key, before, x, y, 1, 0)
+    (path.parent / "evaluation.json").write_text('{"marker": 1}')
+    stamp = path.stat().st_mtime_ns
+    # The default beta spelled out is the same model: kept.
+    assert runner._fine_tune(key, {**before, "beta": 6.0}, x, y, 1, 0) == path
+    assert path.stat().st_mtime_ns == stamp
+    # Another beta: the old model and its evaluation move aside, a new one is trained.
+    old_weights = reproduce.models.load(path).get_weights()
+    assert runner._fine_tune(key, {**before, "beta": 0.0}, x, y, 1, 0) == path
+    aside = tmp_path / "runs" / "grid" / "trades" / "seed0.superseded1"
+    assert json.loads((aside / "evaluation.json").read_text()) == {"marker": 1}
+    assert json.loads((aside / "spec.json").read_text())["spec"] == before
+    assert json.loads((path.parent / "spec.json").read_text())["spec"]["beta"] == 0.0
+    assert not (path.parent / "evaluation.json").exists()
+    new_weights = reproduce.models.load(path).get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(old_weights, new_weights))
+    # A third change keeps the second model too.
+    runner._fine_tune(key, {**before, "beta": 1.0}, x, y, 1, 0)
+    assert (aside.parent / "seed0.superseded2" / "model.keras").is_file()
+
+
 def test_a_cache_is_never_resumed_with_another_budget(tmp_path):
     path = tmp_path / "budget.json"
     reproduce._check_budget(path, reproduce.QUICK)  # first use: recorded
@@ -253,3 +314,13 @@ def test_a_cache_is_never_resumed_with_another_budget(tmp_path):
     other = dataclasses.replace(reproduce.QUICK, sweep_epochs=2, val_limit=65)
     with pytest.raises(SystemExit, match=r"another budget \(sweep_epochs, val_limit differ\)"):
         reproduce._check_budget(path, other)
+    # A record older than a Budget field (trades_betas) gains it and resumes...
+    older = json.loads(path.read_text())
+    del older["trades_betas"]
+    path.write_text(json.dumps(older))
+    reproduce._check_budget(path, reproduce.QUICK)
+    assert json.loads(path.read_text())["trades_betas"] == list(reproduce.QUICK.trades_betas)
+    # ...but not when another field changed as well.
+    path.write_text(json.dumps(older))
+    with pytest.raises(SystemExit, match=r"\(sweep_epochs differ\)"):
+        reproduce._check_budget(path, dataclasses.replace(reproduce.QUICK, sweep_epochs=2))
