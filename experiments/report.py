@@ -384,7 +384,7 @@ def draw_figures(result: Mapping[str, Any], claims_dir: str | Path,
     """Draw the report's figures as PNGs (256 colours, < 150 KB each) under ``folder``.
 
     Drawn here (100 dpi): (a) ``lambda_sweep`` and (b) ``layer_study``, the SNS sweep on
-    the validation split with PAT's reference; (c) ``robust_accuracy``, PGD-20,
+    the validation split with PAT's reference, and ``trades_beta_sweep``, TRADES' beta; (c) ``robust_accuracy``, PGD-20,
     APGD-CE+T and AutoAttack per method with 95 % intervals; (d) ``layer_sigma``, the
     mean sensitivity per layer of the claims' models (C4, C8); (e) ``ratio_vs_eps``, the
     ratio of ReLU vs. conv layers against eps (C5). Copied from the studies
@@ -417,6 +417,11 @@ def draw_figures(result: Mapping[str, Any], claims_dir: str | Path,
         sweep = {**sweep, "n": sweep["runs"][0].get("n")}
     draw("lambda_sweep", (lambda: result_figures.lambda_sweep_figure(sweep)) if sweep else None)
     draw("layer_study", (lambda: result_figures.layer_study_figure(sweep)) if sweep else None)
+    trades = result.get("trades_sweep")
+    if trades:
+        trades = {**trades, "n": trades["runs"][0].get("n")}
+    draw("trades_beta_sweep", (lambda: result_figures.trades_beta_figure(
+        trades, (sweep or {}).get("pat_reference"))) if trades else None)
     draw("robust_accuracy", (lambda: result_figures.interval_bars_figure(robust_bars(result)))
          if result["table"] else None)
     sigma = (result.get("claims") or {}).get("C4_C8_mean_sigma")

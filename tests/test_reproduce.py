@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments import claims, report, reproduce  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-FIGURES = {"lambda_sweep", "layer_study", "robust_accuracy", "layer_sigma", "ratio_vs_eps",
+FIGURES = {"lambda_sweep", "layer_study", "trades_beta_sweep", "robust_accuracy", "layer_sigma", "ratio_vs_eps",
            "ratio_vs_eps_layers", "suppression", "targeted", "sensitivity_profile",
            "sensitivity_ratio"}
 

@@ -438,6 +438,24 @@ def test_lambda_sweep_and_layer_study_figures_draw_the_sweep():
         result_figures.lambda_sweep_figure({**_SWEEP, "runs": []})
 
 
+def test_trades_beta_figure_draws_the_sweep_sorted_with_pat_and_the_choice():
+    sweep = {"runs": [{"beta": 6.0, "clean": 0.70, "pgd20": 0.49},
+                      {"beta": 1.0, "clean": 0.86, "pgd20": 0.62},
+                      {"beta": 3.0, "clean": 0.78, "pgd20": 0.58}],
+             "chosen": {"beta": 1.0}, "n": 2000}
+    (ax,) = _check_labels(result_figures.trades_beta_figure(sweep, {"clean": 0.86,
+                                                                    "pgd20": 0.63}))
+    assert ax.get_xscale() == "log" and "n = 2000" in ax.get_title()
+    pgd = _line(ax, "TRADES, PGD-20")
+    np.testing.assert_allclose(pgd.get_xdata(), [1.0, 3.0, 6.0])
+    np.testing.assert_allclose(pgd.get_ydata(), [62.0, 58.0, 49.0])
+    np.testing.assert_allclose(_line(ax, "TRADES, clean").get_ydata(), [86.0, 78.0, 70.0])
+    np.testing.assert_allclose(_line(ax, "PAT, PGD-20").get_ydata(), [63.0, 63.0])
+    np.testing.assert_allclose(_line(ax, "chosen β = 1").get_xdata(), [1.0, 1.0])
+    with pytest.raises(ValueError, match="Expected at least one sweep run"):
+        result_figures.trades_beta_figure({"runs": []})
+
+
 def test_interval_bars_figure_draws_values_intervals_and_pending_groups():
     data = {"title": "Robust accuracy", "xlabel": "method (name)", "ylabel": "accuracy (%)",
             "groups": ["pat", "sns", "alp"],

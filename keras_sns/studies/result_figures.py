@@ -2,7 +2,8 @@
 
 These draw the reproduction's own data, not a single study's dict:
 :func:`lambda_sweep_figure` and :func:`layer_study_figure` (the SNS hyperparameter
-sweep on the validation split, with PAT's reference), :func:`interval_bars_figure`
+sweep on the validation split, with PAT's reference), :func:`trades_beta_figure` (TRADES'
+beta sweep, likewise), :func:`interval_bars_figure`
 (accuracy per method with 95 % intervals), :func:`layer_sigma_figure` (mean
 sensitivity per layer and model) and :func:`ratio_kinds_figure` (the eps-sweep's ratios
 of ReLU and conv layers on one panel per model). Each returns a
@@ -36,7 +37,7 @@ from keras_sns.studies.figures import (
 )
 
 __all__ = ["interval_bars_figure", "lambda_sweep_figure", "layer_sigma_figure",
-           "layer_study_figure", "ratio_kinds_figure"]
+           "layer_study_figure", "ratio_kinds_figure", "trades_beta_figure"]
 
 _PERCENT = "accuracy (%)"
 _PAT_STYLE = {"color": "gray", "linewidth": 1.2}
@@ -54,6 +55,36 @@ def _pat_lines(ax, pat: Mapping[str, float] | None) -> None:
         return
     ax.axhline(100 * pat["pgd20"], linestyle="-", label="PAT, PGD-20", **_PAT_STYLE)
     ax.axhline(100 * pat["clean"], linestyle="--", label="PAT, clean", **_PAT_STYLE)
+
+
+def _sweep_line_figure(runs: list[Mapping[str, Any]], key: str, symbol: str, name: str,
+                       what: str, pat: Mapping[str, float] | None, chosen: float | None,
+                       title: str) -> Figure:
+    """Validation PGD-20 and clean accuracy of ``runs`` against ``run[key]`` (log scale),
+    PAT's reference lines and the chosen value (dotted)."""
+    line = sorted(runs, key=lambda r: r[key])
+    xs = [r[key] for r in line]
+    fig, (ax,) = panel_grid(1, size=(5.6, 3.8))
+    ax.plot(xs, [100 * r["pgd20"] for r in line], color="C3", marker="o",
+            label=f"{name}, PGD-20")
+    ax.plot(xs, [100 * r["clean"] for r in line], color="C0", marker="o", linestyle="--",
+            label=f"{name}, clean")
+    _pat_lines(ax, pat)
+    if chosen is not None:
+        ax.axvline(chosen, label=f"chosen {symbol} = {chosen:g}", **CUT_STYLE)
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.minorticks_off()
+    ax.set_xlabel(f"{symbol} ({what}, unitless; log scale)")
+    ax.set_ylabel(_PERCENT)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def _where(n: int | None) -> str:
+    return f"validation split, n = {n}" if n else "validation split"
 
 
 def lambda_sweep_figure(sweep: Mapping[str, Any]) -> Figure:
@@ -79,29 +110,36 @@ def lambda_sweep_figure(sweep: Mapping[str, Any]) -> Figure:
     if not runs:
         raise ValueError("Expected at least one sweep run. Received: runs=[]")
     first = runs[0]
-    line = sorted((r for r in runs if r["layers"] == first["layers"]
-                   and r["freeze_below"] == first["freeze_below"]), key=lambda r: r["lam"])
-    lams = [r["lam"] for r in line]
-    fig, (ax,) = panel_grid(1, size=(5.6, 3.8))
-    ax.plot(lams, [100 * r["pgd20"] for r in line], color="C3", marker="o",
-            label="SNS, PGD-20")
-    ax.plot(lams, [100 * r["clean"] for r in line], color="C0", marker="o", linestyle="--",
-            label="SNS, clean")
-    _pat_lines(ax, sweep.get("pat_reference"))
-    chosen = (sweep.get("chosen") or {}).get("lam")
-    if chosen is not None:
-        ax.axvline(chosen, label=f"chosen λ = {chosen:g}", **CUT_STYLE)
-    ax.set_xscale("log")
-    ax.set_xticks(lams, [f"{lam:g}" for lam in lams])
-    ax.minorticks_off()
-    ax.set_xlabel("λ (SNS weight, unitless; log scale)")
-    ax.set_ylabel(_PERCENT)
-    n = sweep.get("n")
-    where = f"validation split, n = {n}" if n else "validation split"
-    ax.set_title(f"SNS λ sweep on {first['layers']} ({where})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    return fig
+    line = [r for r in runs if r["layers"] == first["layers"]
+            and r["freeze_below"] == first["freeze_below"]]
+    return _sweep_line_figure(
+        line, "lam", "λ", "SNS", "SNS weight", sweep.get("pat_reference"),
+        (sweep.get("chosen") or {}).get("lam"),
+        f"SNS λ sweep on {first['layers']} ({_where(sweep.get('n'))})")
+
+
+def trades_beta_figure(sweep: Mapping[str, Any],
+                       pat: Mapping[str, float] | None = None) -> Figure:
+    """Validation accuracy of TRADES against its weight beta (log scale), with PAT's.
+
+    Args:
+        sweep: ``{"runs": [{"beta", "clean", "pgd20"}, ...], "chosen": {"beta"},
+            "n": validation examples (optional)}``; accuracies are fractions.
+        pat: PAT's validation ``{"clean", "pgd20"}`` at the same budget, or None.
+
+    Returns:
+        The figure.
+
+    Example:
+        >>> fig = trades_beta_figure({"runs": [{"beta": 1.0, "clean": 0.86, "pgd20": 0.62},
+        ...     {"beta": 6.0, "clean": 0.72, "pgd20": 0.50}], "chosen": {"beta": 1.0}})
+    """
+    runs = list(sweep["runs"])
+    if not runs:
+        raise ValueError("Expected at least one sweep run. Received: runs=[]")
+    return _sweep_line_figure(runs, "beta", "β", "TRADES", "TRADES' KL weight", pat,
+                              (sweep.get("chosen") or {}).get("beta"),
+                              f"TRADES β sweep ({_where(sweep.get('n'))})")
 
 
 def layer_study_figure(sweep: Mapping[str, Any]) -> Figure:
