@@ -9,7 +9,8 @@ one attack of one evaluation, or one AutoAttack stage):
 2. ``sweep``: the SNS hyperparameters (lambda, layers, freezing) chosen on the
    *validation* split (the last 10 % of train), never the test set: a lambda sweep on
    the default layers, then layer sets and freezing at the best lambda, and PAT at the
-   same budget as the reference; then TRADES' beta (1, 2, 3, 6) by the same rule, so
+   same budget as the reference; then TRADES' beta (1, 2, 3, 6, and one step beyond
+   the grid's edge when the best is there) by the same rule, so
    the baseline SNS is compared with gets the tuning SNS gets. It runs first: every SNS
    variant and every TRADES row needs its choice. A grid model cached with other
    settings than the plan's (TRADES at the default beta 6, trained before the TRADES
@@ -525,19 +526,31 @@ class Runner:
 
     def trades_sweep(self) -> dict:
         """TRADES' beta chosen on validation PGD-20 accuracy (then clean), at the grid's
-        budget: the baseline gets the tuning SNS gets (``sweep/trades_chosen.json``)."""
+        budget: the baseline gets the tuning SNS gets (``sweep/trades_chosen.json``).
+
+        Where the best of :attr:`Budget.trades_betas` is the smallest (largest), half
+        (twice) that value is tried as well, once.
+        """
         cache = self.out / "sweep" / "trades_chosen.json"
         if cache.is_file():
             return json.loads(cache.read_text())
         b = self.budget
         x, y = self.fit[0][: b.sweep_limit], self.fit[1][: b.sweep_limit]
-        runs = []
-        for beta in b.trades_betas:
+
+        def run(beta: float) -> dict:
             key = f"sweep/trades_beta{beta:g}"
             spec = {"method": "trades", "attack": "trades_kl", "beta": beta}
             path = self._fine_tune(key, spec, x, y, b.sweep_epochs, seed=0)
-            runs.append({"beta": beta, **self._score(key, path)})
+            return {"beta": beta, **self._score(key, path)}
+
+        runs = [run(beta) for beta in b.trades_betas]
         best = max(runs, key=lambda r: (r["pgd20"], r["clean"]))
+        # A best value at the edge of the grid may not be the best there is: one step
+        # further out (half the smallest beta, or twice the largest) is tried too.
+        edge = {min(b.trades_betas): 0.5, max(b.trades_betas): 2.0}.get(best["beta"])
+        if edge is not None and len(runs) > 1:
+            runs.append(run(best["beta"] * edge))
+            best = max(runs, key=lambda r: (r["pgd20"], r["clean"]))
         chosen = {"chosen": {"beta": best["beta"]},
                   "score": {k: best[k] for k in ("clean", "pgd20")}, "runs": runs,
                   "criterion": "validation PGD-20 accuracy, then clean"}

@@ -138,7 +138,11 @@ def test_quick_run_trains_evaluates_resumes_and_reports(tmp_path):
     assert sweep["score"]["pgd20"] == max(r["pgd20"] for r in sweep["runs"])
     # TRADES' beta is chosen the same way.
     trades = saved["trades_sweep"]
-    assert [r["beta"] for r in trades["runs"]] == list(reproduce.QUICK.trades_betas)
+    betas = [r["beta"] for r in trades["runs"]]
+    assert betas[:2] == list(reproduce.QUICK.trades_betas)  # (1, 6)
+    first = max(trades["runs"][:2], key=lambda r: (r["pgd20"], r["clean"]))
+    # A best at an edge of the grid: one step beyond it is tried too.
+    assert betas[2:] == [{1.0: 0.5, 6.0: 12.0}[first["beta"]]]
     best = max(trades["runs"], key=lambda r: (r["pgd20"], r["clean"]))
     assert trades["chosen"]["beta"] == best["beta"] and trades["score"]["pgd20"] == best["pgd20"]
     entry = saved["table"]["pat"]
