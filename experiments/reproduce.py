@@ -337,6 +337,11 @@ def _check_budget(path: Path, budget: Budget) -> None:
             "differ): resuming would mix them. Use another --out, or delete the folder.")
 
 
+def _best(runs: Sequence[dict]) -> dict:
+    """The sweeps' rule: the run of highest validation PGD-20 accuracy, then clean."""
+    return max(runs, key=lambda r: (r["pgd20"], r["clean"]))
+
+
 def _same_spec(recorded: dict, planned: dict) -> bool:
     """Whether a model made with RobustModel settings ``recorded`` is the one ``planned``
     asks for; a beta left out means the method's default (caches made before the TRADES
@@ -509,11 +514,11 @@ class Runner:
             return json.loads(cache.read_text())
         b = self.budget
         runs = [self._sweep_run(lam, b.layer_sets[0], False) for lam in b.lambdas]
-        best = max(runs, key=lambda r: (r["pgd20"], r["clean"]))
+        best = _best(runs)
         runs += [self._sweep_run(best["lam"], layers, False) for layers in b.layer_sets[1:]]
-        best = max(runs, key=lambda r: (r["pgd20"], r["clean"]))
+        best = _best(runs)
         runs.append(self._sweep_run(best["lam"], best["layers"], True))
-        best = max(runs, key=lambda r: (r["pgd20"], r["clean"]))
+        best = _best(runs)
         # The PAT reference at the same sweep budget, for the doc's comparison.
         pat_path = self._fine_tune("sweep/pat", {"method": "pat"}, self.fit[0][: b.sweep_limit],
                                    self.fit[1][: b.sweep_limit], b.sweep_epochs, seed=0)
@@ -544,13 +549,13 @@ class Runner:
             return {"beta": beta, **self._score(key, path)}
 
         runs = [run(beta) for beta in b.trades_betas]
-        best = max(runs, key=lambda r: (r["pgd20"], r["clean"]))
+        best = _best(runs)
         # A best value at the edge of the grid may not be the best there is: one step
         # further out (half the smallest beta, or twice the largest) is tried too.
         edge = {min(b.trades_betas): 0.5, max(b.trades_betas): 2.0}.get(best["beta"])
         if edge is not None and len(runs) > 1:
             runs.append(run(best["beta"] * edge))
-            best = max(runs, key=lambda r: (r["pgd20"], r["clean"]))
+            best = _best(runs)
         chosen = {"chosen": {"beta": best["beta"]},
                   "score": {k: best[k] for k in ("clean", "pgd20")}, "runs": runs,
                   "criterion": "validation PGD-20 accuracy, then clean"}
