@@ -1,8 +1,8 @@
 """Choose the main job's recipe on the VALIDATION split: single-step + SNS vs PGD-10.
 
 Trains one vanilla small_cnn (saved after --vanilla-epochs and after 5 epochs), then
-fine-tunes it with every candidate (one seed, Adam 1e-3, batch 128, eps 0.1), each on
-the same fit split. Every ``1 / --parts`` of an epoch it pauses the clock and measures
+fine-tunes it with every candidate (seed 0, or 1 where the name says ``-s1``; Adam 1e-3;
+batch 128, or 64 where it says ``-b64``; eps 0.1), each on the same fit split. Every ``1 / --parts`` of an epoch it pauses the clock and measures
 clean and PGD-20 accuracy on the first --val examples of the validation split (the last
 6,000 training images, never fitted on; the test set is never touched), so every
 candidate gives a curve of validation robustness against its own training wall time
@@ -62,6 +62,11 @@ CANDIDATES = {
     # pgd2+sns-v1-lam1 again, also scoring exponential moving averages of its weights
     # (momenta EMA_MOMENTA) at the end: the same training trajectory, so a paired comparison
     "pgd2+sns-v1-lam1-ema": ("sns", {"name": "pgd_linf", "steps": 2}, 1.0, 1, 2),
+    # Twice the updates for the same images: batch 64 (a "-b64" name), against the chosen
+    # recipe; "-s1" runs a candidate with seed 1 (the init and the fit order stay seed 0's)
+    "pgd2+sns-v1-lam1-s1": ("sns", {"name": "pgd_linf", "steps": 2}, 1.0, 1, 2),
+    "pgd2+sns-v1-lam1-b64": ("sns", {"name": "pgd_linf", "steps": 2}, 1.0, 1, 2),
+    "pgd2+sns-v1-lam1-b64-s1": ("sns", {"name": "pgd_linf", "steps": 2}, 1.0, 1, 2),
 }
 EMA_MOMENTA = (0.99, 0.995, 0.998)
 
@@ -88,24 +93,33 @@ class WeightAverages(keras.callbacks.Callback):
 class Clock(keras.callbacks.Callback):
     """Training wall time per (sub-)epoch; at its end, validation accuracy off the clock."""
 
-    def __init__(self, evaluate, steps_per_part, start_seconds):
+    def __init__(self, evaluate, steps_per_part, start_seconds, steps_per_epoch):
         super().__init__()
         self.evaluate, self.steps_per_part = evaluate, steps_per_part
+        self.steps_per_epoch, self.train_cpu_seconds = steps_per_epoch, 0.0
         self.train_seconds, self.points = start_seconds, []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._t0 = time.perf_counter()
+        self._t0, self._cpu0 = time.perf_counter(), time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         self.train_seconds += time.perf_counter() - self._t0
+        # CPU time of all threads: the fine-tune's cost even on a shared machine
+        self.train_cpu_seconds += time.process_time() - self._cpu0
         clean, pgd = self.evaluate()
-        self.points.append({"epochs": (epoch + 1) * self.steps_per_part / STEPS_PER_EPOCH,
+        self.points.append({"epochs": (epoch + 1) * self.steps_per_part / self.steps_per_epoch,
                             "train_seconds": round(self.train_seconds, 1),
+                            "train_cpu_seconds": round(self.train_cpu_seconds, 1),
                             "val_clean": clean, "val_pgd20": pgd})
         print(json.dumps(self.points[-1]), flush=True)
 
 
-STEPS_PER_EPOCH = 422  # 54,000 fit images / 128, rounded up
+FIT_IMAGES = 54_000
+
+
+def steps_per_epoch(batch):
+    """Batches in one epoch of the fit split (422 at batch 128)."""
+    return -(-FIT_IMAGES // batch)
 
 
 def vanilla(out, epochs, fit_ds, val_ds):
@@ -148,6 +162,7 @@ def main():
         return report(args.out)
     keras.mixed_precision.set_global_policy("float32")  # the AVX2 machine's precision
     fit_ds, _ = data.load_dataset("fashion_mnist", "fit", batch_size=BATCH, seed=0)
+    fit_small, _ = data.load_dataset("fashion_mnist", "fit", batch_size=BATCH // 2, seed=0)
     val_ds, _ = data.load_dataset("fashion_mnist", "validation", batch_size=500)
     x_val, y_val, _ = data.load_arrays("fashion_mnist", "validation", limit=args.val)
     pgd20 = attacks.get("pgd_linf", eps=EPS, steps=20, seed=0)
@@ -157,7 +172,9 @@ def main():
         if (args.only and name not in args.only) or os.path.exists(path):
             continue
         init, vinfo = vanilla(args.out, v_epochs, fit_ds, val_ds)
-        keras.utils.set_random_seed(0)
+        seed = 1 if "-s1" in name else 0
+        batch = BATCH // 2 if "-b64" in name else BATCH
+        keras.utils.set_random_seed(seed)
         base = models.load(init)
 
         def evaluate():
@@ -170,8 +187,8 @@ def main():
             return clean, robust
 
         model = RobustModel(base, method=method, layers="conv3,conv4" if method == "sns" else None,
-                            lam=lam, attack={**attack, "eps": EPS, "seed": 0}, eval_attack=False)
-        part = -(-STEPS_PER_EPOCH // args.parts)
+                            lam=lam, attack={**attack, "eps": EPS, "seed": seed}, eval_attack=False)
+        part = -(-steps_per_epoch(batch) // args.parts)
         parts = int(round(epochs * args.parts))
         total = parts * part
         if name.endswith("-cos"):
@@ -183,7 +200,7 @@ def main():
             lr = 2e-3 if name.endswith("-lr2") else 1e-3
         model.compile(optimizer=keras.optimizers.Adam(lr),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        clock = Clock(evaluate, part, vinfo["train_seconds"])
+        clock = Clock(evaluate, part, vinfo["train_seconds"], steps_per_epoch(batch))
         print(f"== {name}: {method} {attack} lam {lam}, init vanilla {v_epochs} epochs "
               f"({vinfo['train_seconds']} s), {epochs} epochs", flush=True)
         # The guard (what fit adds for single-step attacks) goes before the clock, so
@@ -194,7 +211,8 @@ def main():
         averages = [WeightAverages(EMA_MOMENTA)] if name.endswith("-ema") else []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            model.fit(fit_ds.repeat(), epochs=parts, steps_per_epoch=part,
+            model.fit((fit_small if batch < BATCH else fit_ds).repeat(), epochs=parts,
+                      steps_per_epoch=part,
                       callbacks=guard + averages + [clock], verbose=0, shuffle=False)
         ema = {}
         if averages:
@@ -209,6 +227,7 @@ def main():
                 var.assign(w)
         guard_msgs = [str(w.message) for w in caught if "Catastrophic" in str(w.message)]
         record = {"name": name, "method": method, "attack": attack["name"], "lam": lam,
+                  "batch_size": batch, "seed": seed,
                   "vanilla_epochs": v_epochs, "vanilla_seconds": vinfo["train_seconds"],
                   "vanilla_val_clean": vinfo["val_clean"], "points": clock.points,
                   "guard": guard_msgs, "ema": ema,

@@ -268,8 +268,10 @@ def table_markdown(result: Mapping[str, Any], timings: Mapping[str, Any]) -> str
     ]
     for m in result["methods"]:
         entry = table.get(m["name"])
+        epochs = m.get("epochs", b["epochs"])
+        label = m["name"] + (f" ({epochs} epochs)" if epochs != b["epochs"] else "")
         if entry is None:
-            lines.append(f"| {m['name']} | 0 of {m['seeds_expected']} | "
+            lines.append(f"| {label} | 0 of {m['seeds_expected']} | "
                          + " | ".join("pending" for _ in COLUMNS) + " |")
             continue
         s = entry["summary"]
@@ -280,7 +282,7 @@ def table_markdown(result: Mapping[str, Any], timings: Mapping[str, Any]) -> str
             if key in s and s[key]["n"] < len(entry["seeds"]):
                 notes.append(f"{s[key]['n']} seed" + ("s" if s[key]["n"] > 1 else ""))
             cells.append(cell + (f" ({', '.join(notes)})" if notes else ""))
-        lines.append(f"| {m['name']} | {len(entry['seeds'])} of {m['seeds_expected']} | "
+        lines.append(f"| {label} | {len(entry['seeds'])} of {m['seeds_expected']} | "
                      + " | ".join(cells) + " |")
     lines += [
         "",

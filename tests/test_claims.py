@@ -282,31 +282,45 @@ def test_c8_sns_layers_below_pat(chosen):
     assert got == "Pending" and "'conv9' were not measured" in text
 
 
-@pytest.mark.parametrize("acc, wall, verdict", [(0.45, 40.0, "Held"), (0.41, 40.0, "Inconclusive"),
-                                                (0.35, 40.0, "Not held"),
-                                                (0.45, 120.0, "Not held")])  # slower
-def test_single_step_vs_pat(acc, wall, verdict):
+@pytest.mark.parametrize("acc, cpu, acc3, verdict", [
+    (0.45, 70.0, None, "Held"),  # a cheaper row above PAT: held, whatever the 3x row says
+    (0.41, 70.0, None, "Pending"),  # a tie so far: the 3x row may still hold
+    (0.41, 70.0, 0.41, "Inconclusive"),  # cheaper rows that tie PAT
+    (0.35, 70.0, 0.41, "Inconclusive"),
+    (0.35, 70.0, 0.30, "Not held"),  # every row below PAT
+    (0.45, 200.0, 0.30, "Not held"),  # above PAT only at a higher cost
+])
+def test_single_step_vs_pat(acc, cpu, acc3, verdict):
     table = {"pat": _entry(aa=_cell(0.40, 0.02, 1, "AA"), autoattack=_cell(0.40, 0.02, 1),
                            pgd20=_cell(0.5, 0.01), **{"apgd_ce+apgd_t": _cell(0.40, 0.02)}),
              "single-step": _entry(aa=_cell(0.30, 0.02, 1, "CE+T"),
                                    **{"apgd_ce+apgd_t": _cell(0.30, 0.02, 1)}),
              "single-step+sns": _entry(aa=_cell(acc, 0.02, 1, "CE+T"),
                                        **{"apgd_ce+apgd_t": _cell(acc, 0.02, 1)})}
+    # The cost is CPU seconds: single-step's wall time (150 s, under load) is PAT's x1.5.
     timings = {"train:grid/pat/seed0": {"kind": "train", "model": "grid/pat/seed0",
                                         "wall_s": 100.0, "cpu_s": 180.0},
                "train:grid/single-step+sns/seed0": {"kind": "train",
                                                     "model": "grid/single-step+sns/seed0",
-                                                    "wall_s": wall, "cpu_s": 70.0},
+                                                    "wall_s": 150.0, "cpu_s": cpu},
                "eval:grid/pat/seed0:fgsm": {"kind": "eval", "model": "grid/pat/seed0",
                                             "wall_s": 5.0, "cpu_s": 5.0}}
+    if acc3 is not None:  # the 6-epoch row, at about PAT's cost
+        table["single-step+sns-3x"] = _entry(aa=_cell(acc3, 0.02, 1, "CE+T"),
+                                             **{"apgd_ce+apgd_t": _cell(acc3, 0.02, 1)})
+        timings["train:grid/single-step+sns-3x/seed0"] = {
+            "kind": "train", "model": "grid/single-step+sns-3x/seed0", "wall_s": 90.0,
+            "cpu_s": 175.0}
     got, text = _verdict({"table": table}, "Single-step", timings)
     assert got == verdict
     assert ("| pat | 40.0 ± 2.0 % ([38.0, 42.0], 1 seed) | 40.0 ± 2.0 % ([38.0, 42.0], 3 seeds)"
             " | 50.0 ± 1.0 %") in text
-    assert "| 100 / 180 |" in text and f"| {wall:.0f} / 70 |" in text
+    assert "| 100 / 180 |" in text and f"| 150 / {cpu:.0f} |" in text
     assert "| single-step | — | 30.0 ± 2.0 % ([28.0, 32.0], 1 seed) | — | pending |" in text
-    assert (f"Training wall time, seed 0: single-step+sns {wall:.0f} s vs. PAT 100 s "
-            f"({wall / 100:.2f}x") in text
+    assert (f"Training cost, seed 0: single-step+sns {cpu:.0f} CPU s vs. PAT 180 CPU s "
+            f"({cpu / 180:.2f}x); wall 150 s vs. 100 s") in text
+    assert ("| single-step+sns-3x | pending | pending | pending | pending |" in text
+            if acc3 is None else "single-step+sns-3x 175 CPU s vs. PAT 180 CPU s (0.97x)" in text)
     # The timings may also come inside the result; without them the verdict waits.
     assert _verdict({"table": table, "timings": timings}, "Single-step")[0] == verdict
     assert _verdict({"table": table, "timings": "timings.json"}, "Single-step")[0] == "Pending"

@@ -71,7 +71,7 @@ def test_run_order_puts_the_important_rows_first():
                                               + [(n, 1) for n in multi if n not in reproduce.PRIORITY]
                                               + [(n, 2) for n in reproduce.PRIORITY if n in multi]
                                               + [(n, 2) for n in multi if n not in reproduce.PRIORITY])
-    assert len(order) == len(set(order)) == 22
+    assert len(order) == len(set(order)) == 23
     # The full budget: 100 steps of 128 per epoch; TRADES trains on its own KL attack.
     assert reproduce.FULL.train_limit == 100 * reproduce.FULL.batch_size
     trades = {m.name: m for m in reproduce.METHODS}["trades"]
@@ -261,7 +261,10 @@ def test_the_plan_gives_every_trades_row_the_chosen_beta():
     chosen = {"chosen": {"lam": 0.5, "layers": "conv3,conv4", "freeze_below": False}}
     plan = reproduce.Runner.plan(runner, chosen, {"chosen": {"beta": 2.0}})
     specs = {p.key: p.spec for p in plan}
-    assert len(plan) == 22
+    assert len(plan) == 23
+    assert specs["grid/single-step+sns-3x/seed0"] == specs["grid/single-step+sns/seed0"] == {
+        "method": "sns", "attack": "fgsm_rs", "layers": "conv3,conv4", "lam": 0.5, "k": 0.1,
+        "selection": "sen", "freeze_below": False}
     assert specs["grid/trades/seed1"] == {"method": "trades", "attack": "trades_kl", "beta": 2.0}
     assert specs["grid/trades+sns/seed0"] == {
         "method": "trades", "attack": "trades_kl", "beta": 2.0,
@@ -270,6 +273,26 @@ def test_the_plan_gives_every_trades_row_the_chosen_beta():
     # Before the TRADES sweep has chosen, the TRADES rows have no settings yet.
     pending = {p.key for p in reproduce.Runner.plan(runner, chosen, None) if p.spec is None}
     assert pending == {k for k in specs if k.split("/")[1] in ("trades", "trades+sns")}
+
+
+def test_the_equal_cost_single_step_row_trains_three_times_the_epochs(tmp_path, monkeypatch):
+    runner = reproduce.Runner(tmp_path / "runs", tmp_path / "results", reproduce.QUICK, True)
+    sweep = runner.out / "sweep"
+    sweep.mkdir(parents=True)
+    (sweep / "chosen.json").write_text(json.dumps(
+        {"chosen": {"lam": 0.5, "layers": "conv3,conv4", "freeze_below": False}}))
+    (sweep / "trades_chosen.json").write_text(json.dumps({"chosen": {"beta": 1.0}}))
+    trained = {}
+    monkeypatch.setattr(runner, "base", lambda: tmp_path / "base.keras")
+    monkeypatch.setattr(runner, "_fine_tune", lambda key, spec, x, y, epochs, seed:
+                        trained.setdefault(key, epochs) and tmp_path / "none.keras")
+    runner.run(("grid",), ("single-step+sns", "single-step+sns-3x"))
+    e = reproduce.QUICK.epochs
+    assert trained == {"grid/single-step+sns/seed0": e, "grid/single-step+sns-3x/seed0": 3 * e}
+    # The table names the row's epochs, since they differ from the budget's.
+    table = (runner.results / "table.md").read_text()
+    assert f"| single-step+sns-3x ({3 * e} epochs) | 0 of 1 | pending |" in table
+    assert "| single-step+sns | 0 of 1 | pending |" in table
 
 
 @pytest.mark.parametrize("recorded, planned, same", [
