@@ -34,7 +34,7 @@ import scipy.stats
 
 from keras_sns.training import expand_layer_names
 
-from experiments.report import format_cell, wilson
+from experiments.report import format_cell, train_timing, wilson
 
 __all__ = ["CLAIM_RULES", "PAPER_LEVENSHTEIN", "PAPER_SPEARMAN", "SINGLE_STEP", "VERDICTS",
            "ClaimRule", "claims_markdown", "difference_margin", "interval_verdict",
@@ -550,30 +550,21 @@ def _judge_c8(result: Mapping[str, Any], timings: Mapping[str, Any]) -> tuple[st
     return ("Held" if below == len(layers) else "Not held"), lines
 
 
-def _train_seconds(timings: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
-    """The timing of seed 0's training of grid method ``name``."""
-    for entry in timings.values():
-        if (isinstance(entry, Mapping) and entry.get("kind") == "train"
-                and entry.get("model") == f"grid/{name}/seed0"):
-            return entry
-    return None
-
-
 def _judge_single_step(result: Mapping[str, Any], timings: Mapping[str, Any],
                        ) -> tuple[str, list[str]]:
     lines = ["| method | AutoAttack | APGD-CE+T | PGD-20 | training, seed 0 "
              "(wall s / CPU s) |", "| --- | --- | --- | --- | --- |"]
     for name in ("pat", *SINGLE_STEP):
-        s, t = _summary(result, name) or {}, _train_seconds(timings, name)
+        s, t = _summary(result, name) or {}, train_timing(timings, name)
         cells = [_pct(s[key]) if key in s else "—" if s else "pending"
                  for key in ("autoattack", "apgd_ce+apgd_t", "pgd20")]
         cost = f"{t['wall_s']:.0f} / {t['cpu_s']:.0f}" if t else "pending"
         lines.append(f"| {name} | {' | '.join(cells)} | {cost} |")
     lines.append("")
-    pat = _train_seconds(timings, "pat")
+    pat = train_timing(timings, "pat")
     outcomes = []  # (verdict against PAT, cheaper than PAT) per finished SNS row
     for name in SINGLE_STEP[1:]:
-        fast = _train_seconds(timings, name)
+        fast = train_timing(timings, name)
         verdict, compared = _compare(result, name, "pat")
         lines += compared
         if verdict == "Pending":

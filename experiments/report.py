@@ -33,9 +33,9 @@ import numpy as np
 from keras_sns.studies import figures, result_figures
 
 __all__ = ["COLUMNS", "FIGURE_DPI", "MAX_FIGURE_BYTES", "NOISE", "STUDY_FIGURES",
-           "cpus_seen", "draw_figures", "format_cell", "noise_row", "robust_bars",
-           "seed_interval", "summarise_method", "summary_cell", "table_markdown",
-           "timing_markdown", "wilson"]
+           "cost_points", "cpus_seen", "draw_figures", "format_cell", "noise_row",
+           "robust_bars", "seed_interval", "summarise_method", "summary_cell",
+           "table_markdown", "timing_markdown", "train_timing", "wilson"]
 
 #: Columns of table.md: (key in a method's summary, header).
 COLUMNS = (("clean", "clean"), ("fgsm", "FGSM"), ("pgd20", "PGD-20"), ("pgd_l2", "PGD-L2"),
@@ -239,6 +239,48 @@ def robust_bars(result: Mapping[str, Any]) -> dict[str, Any]:
             "series": series}
 
 
+def train_timing(timings: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    """The timing entry (``wall_s``, ``cpu_s``, ...) of seed 0's training of grid method
+    ``name``, or None if it has not trained yet."""
+    for entry in timings.values():
+        if (isinstance(entry, Mapping) and entry.get("kind") == "train"
+                and entry.get("model") == f"grid/{name}/seed0"):
+            return entry
+    return None
+
+
+def cost_points(result: Mapping[str, Any], timings: Mapping[str, Any],
+                highlight: Sequence[str] = ()) -> dict[str, Any]:
+    """The data of the cost figure (:func:`result_figures.cost_accuracy_figure`).
+
+    Args:
+        result: The report dict (``methods``, ``table``, ``eps``).
+        timings: The runner's ``timings.json``.
+        highlight: Methods drawn in a colour of their own (the single-step rows).
+
+    Returns:
+        One point per method whose seed 0 is trained and evaluated: its training CPU
+        seconds against its APGD-CE+T accuracy in percent (the robust number every
+        model has) with the 95 % Wilson interval, on seed 0.
+    """
+    points = []
+    for m in result["methods"]:
+        seed0 = result["table"].get(m["name"], {}).get("seeds", {}).get("seed0")
+        cost = train_timing(timings, m["name"])
+        row = (seed0 or {}).get("attacks", {}).get("apgd_ce+apgd_t")
+        if row is None or cost is None:
+            continue
+        low, high = row["ci95"]
+        points.append({"label": m["name"], "x": cost["cpu_s"], "value": 100 * row["accuracy"],
+                       "low": 100 * low, "high": 100 * high,
+                       "highlight": m["name"] in highlight})
+    return {"title": f"Robust accuracy against training cost (seed 0, L-inf eps = "
+                     f"{result['eps']}; 95 % intervals)",
+            "xlabel": "training cost (CPU seconds, all threads)",
+            "ylabel": "APGD-CE+T accuracy (%)", "highlight_label": "single-step training",
+            "points": points}
+
+
 def table_markdown(result: Mapping[str, Any], timings: Mapping[str, Any]) -> str:
     """The Table III analogue and the timing tables, in Markdown.
 
@@ -381,13 +423,16 @@ def timing_markdown(timings: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def draw_figures(result: Mapping[str, Any], claims_dir: str | Path,
-                 folder: str | Path) -> dict[str, str]:
+def draw_figures(result: Mapping[str, Any], claims_dir: str | Path, folder: str | Path,
+                 timings: Mapping[str, Any] | None = None,
+                 highlight: Sequence[str] = ()) -> dict[str, str]:
     """Draw the report's figures as PNGs (256 colours, < 150 KB each) under ``folder``.
 
     Drawn here (100 dpi): (a) ``lambda_sweep`` and (b) ``layer_study``, the SNS sweep on
-    the validation split with PAT's reference, and ``trades_beta_sweep``, TRADES' beta; (c) ``robust_accuracy``, PGD-20,
-    APGD-CE+T and AutoAttack per method with 95 % intervals; (d) ``layer_sigma``, the
+    the validation split with PAT's reference, and ``trades_beta_sweep``, TRADES' beta;
+    (c) ``robust_accuracy``, PGD-20, APGD-CE+T and AutoAttack per method with 95 %
+    intervals, and ``cost_accuracy``, APGD-CE+T against training CPU seconds (seed 0,
+    :func:`cost_points`; it needs ``timings``); (d) ``layer_sigma``, the
     mean sensitivity per layer of the claims' models (C4, C8); (e) ``ratio_vs_eps``, the
     ratio of ReLU vs. conv layers against eps (C5). Copied from the studies
     (:data:`STUDY_FIGURES`): ``ratio_vs_eps_layers`` (one panel per layer),
@@ -398,6 +443,8 @@ def draw_figures(result: Mapping[str, Any], claims_dir: str | Path,
         result: The report dict (``sweep``, ``table``, ``methods``, ``eps``, ``claims``).
         claims_dir: The runner's ``claims`` folder (the studies' JSON).
         folder: Where the PNGs go.
+        timings: The runner's ``timings.json`` (None: the cost figure is pending).
+        highlight: Methods the cost figure draws in a colour of their own.
 
     Returns:
         ``{name: file name or "pending"}``.
@@ -426,6 +473,9 @@ def draw_figures(result: Mapping[str, Any], claims_dir: str | Path,
         trades, (sweep or {}).get("pat_reference"))) if trades else None)
     draw("robust_accuracy", (lambda: result_figures.interval_bars_figure(robust_bars(result)))
          if result["table"] else None)
+    costs = cost_points(result, timings or {}, highlight)
+    draw("cost_accuracy", (lambda: result_figures.cost_accuracy_figure(costs))
+         if costs["points"] else None)
     sigma = (result.get("claims") or {}).get("C4_C8_mean_sigma")
     draw("layer_sigma", (lambda: result_figures.layer_sigma_figure(
         {"layers": list(next(iter(sigma.values()))), "models": sigma})) if sigma else None)

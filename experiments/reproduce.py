@@ -828,8 +828,9 @@ class Runner:
                   "timings": "timings.json",
                   "command": self.command}
         if figures:
+            single_step = [m.name for m in METHODS if m.train_attack == "fgsm_rs"]
             result["figures"] = draw_figures(result, self.out / "claims",
-                                             self.results / "figures")
+                                             self.results / "figures", timings, single_step)
             atomic_write_json(self.results / "timings.json", timings)
         else:  # between models: keep the figures of the last full report
             previous = _load_json(self.results / "reproduce.json") or {}

@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments import claims, report, reproduce  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-FIGURES = {"lambda_sweep", "layer_study", "trades_beta_sweep", "robust_accuracy", "layer_sigma", "ratio_vs_eps",
+FIGURES = {"lambda_sweep", "layer_study", "trades_beta_sweep", "robust_accuracy", "cost_accuracy",
+           "layer_sigma", "ratio_vs_eps",
            "ratio_vs_eps_layers", "suppression", "targeted", "sensitivity_profile",
            "sensitivity_ratio"}
 
@@ -59,6 +60,34 @@ def test_summary_cells_by_hand():
     assert noise["accuracy"] == pytest.approx(0.3)
     assert noise["ci95"] == pytest.approx([0.28, 0.34])
     assert report.noise_row({"noise1": rows["noise1"]}) is None
+
+
+def test_cost_points_pair_seed0_training_cpu_with_its_apgd_accuracy():
+    def evaluation(acc, ci):
+        return {"attacks": {"apgd_ce+apgd_t": {"accuracy": acc, "ci95": ci}}}
+
+    result = {"eps": 0.1, "methods": [{"name": n} for n in ("pat", "alp", "fast", "late")],
+              "table": {"pat": {"seeds": {"seed0": evaluation(0.6, [0.55, 0.65]),
+                                          "seed1": evaluation(0.9, [0.85, 0.95])}},
+                        "fast": {"seeds": {"seed0": evaluation(0.5, [0.45, 0.55])}},
+                        "late": {"seeds": {"seed0": evaluation(0.4, [0.35, 0.45])}}}}
+    timings = {"train:grid/pat/seed0": {"kind": "train", "model": "grid/pat/seed0",
+                                        "cpu_s": 270.0, "wall_s": 600.0},
+               "train:grid/pat/seed1": {"kind": "train", "model": "grid/pat/seed1",
+                                        "cpu_s": 999.0, "wall_s": 999.0},
+               "train:grid/fast/seed0": {"kind": "train", "model": "grid/fast/seed0",
+                                         "cpu_s": 90.0, "wall_s": 80.0},
+               "eval:grid/late/seed0:fgsm": {"kind": "eval", "model": "grid/late/seed0",
+                                             "cpu_s": 5.0, "wall_s": 5.0}}
+    data = report.cost_points(result, timings, highlight=("fast",))
+    # alp is not evaluated, late has no training timing: neither is a point.
+    assert data["points"] == [
+        {"label": "pat", "x": 270.0, "value": pytest.approx(60.0), "low": pytest.approx(55.0),
+         "high": pytest.approx(65.0), "highlight": False},
+        {"label": "fast", "x": 90.0, "value": pytest.approx(50.0), "low": pytest.approx(45.0),
+         "high": pytest.approx(55.0), "highlight": True}]
+    assert report.train_timing(timings, "pat")["cpu_s"] == 270.0
+    assert report.train_timing(timings, "late") is None
 
 
 def test_run_order_puts_the_important_rows_first():

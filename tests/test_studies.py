@@ -475,6 +475,30 @@ def test_interval_bars_figure_draws_values_intervals_and_pending_groups():
         result_figures.interval_bars_figure({**data, "groups": []})
 
 
+def test_cost_accuracy_figure_draws_points_intervals_and_the_highlighted_group():
+    data = {"title": "Robust accuracy against training cost", "xlabel": "training cost (CPU s)",
+            "ylabel": "accuracy (%)", "highlight_label": "single-step training",
+            "points": [{"label": "pat", "x": 270.0, "value": 60.0, "low": 55.0, "high": 64.0,
+                        "highlight": False},
+                       {"label": "sns", "x": 300.0, "value": 62.0, "low": 58.0, "high": 66.0,
+                        "highlight": False},
+                       {"label": "fast", "x": 90.0, "value": 50.0, "low": 46.0, "high": 54.0,
+                        "highlight": True}]}
+    (ax,) = _check_labels(result_figures.cost_accuracy_figure(data))
+    groups = {c.get_label(): c for c in ax.containers}
+    assert set(groups) == {"other methods", "single-step training"}
+    line, _, (bars,) = groups["other methods"].lines
+    np.testing.assert_allclose(np.asarray(line.get_xdata(), float), [270.0, 300.0])
+    np.testing.assert_allclose(np.asarray(line.get_ydata(), float), [60.0, 62.0])
+    assert [tuple(seg[:, 1]) for seg in bars.get_segments()] == [(55.0, 64.0), (58.0, 66.0)]
+    fast_line = groups["single-step training"].lines[0]
+    assert fast_line.get_color() != line.get_color()
+    assert sorted(t.get_text() for t in ax.texts) == ["fast", "pat", "sns"]
+    assert ax.get_xlim()[0] == 0
+    with pytest.raises(ValueError, match="Expected at least one point"):
+        result_figures.cost_accuracy_figure({**data, "points": []})
+
+
 def test_layer_sigma_and_ratio_kinds_figures():
     sigma = {"layers": ["conv1", "relu1", "conv2"],
              "models": {"vanilla": {"conv1": 0.3, "relu1": 0.1, "conv2": 0.2},

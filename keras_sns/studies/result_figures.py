@@ -4,7 +4,8 @@ These draw the reproduction's own data, not a single study's dict:
 :func:`lambda_sweep_figure` and :func:`layer_study_figure` (the SNS hyperparameter
 sweep on the validation split, with PAT's reference), :func:`trades_beta_figure` (TRADES'
 beta sweep, likewise), :func:`interval_bars_figure`
-(accuracy per method with 95 % intervals), :func:`layer_sigma_figure` (mean
+(accuracy per method with 95 % intervals), :func:`cost_accuracy_figure` (accuracy
+against training cost, one labelled point per method), :func:`layer_sigma_figure` (mean
 sensitivity per layer and model) and :func:`ratio_kinds_figure` (the eps-sweep's ratios
 of ReLU and conv layers on one panel per model). Each returns a
 :class:`~matplotlib.figure.Figure`; write it with
@@ -36,7 +37,7 @@ from keras_sns.studies.figures import (
     panel_grid,
 )
 
-__all__ = ["interval_bars_figure", "lambda_sweep_figure", "layer_sigma_figure",
+__all__ = ["cost_accuracy_figure", "interval_bars_figure", "lambda_sweep_figure", "layer_sigma_figure",
            "layer_study_figure", "ratio_kinds_figure", "trades_beta_figure"]
 
 _PERCENT = "accuracy (%)"
@@ -219,6 +220,48 @@ def interval_bars_figure(data: Mapping[str, Any]) -> Figure:
     ax.set_ylabel(data["ylabel"])
     ax.set_title(data["title"])
     ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def cost_accuracy_figure(data: Mapping[str, Any]) -> Figure:
+    """Accuracy against cost, one labelled point per method with its 95 % interval;
+    highlighted points (e.g. the single-step rows) in a colour of their own.
+
+    Args:
+        data: ``{"title", "xlabel", "ylabel", "highlight_label", "points": [{"label",
+            "x", "value", "low", "high", "highlight"}, ...]}``; ``x`` in the x axis' unit,
+            the others in the y axis'.
+
+    Returns:
+        The figure.
+
+    Example:
+        >>> fig = cost_accuracy_figure({"title": "Robustness per training cost",
+        ...     "xlabel": "training cost (CPU s)", "ylabel": "accuracy (%)",
+        ...     "highlight_label": "single-step", "points": [{"label": "pat", "x": 270,
+        ...     "value": 60.6, "low": 56.3, "high": 64.8, "highlight": False}]})
+    """
+    points = list(data["points"])
+    if not points:
+        raise ValueError("Expected at least one point. Received: points=[]")
+    fig, (ax,) = panel_grid(1, size=(6.4, 4.2))
+    for highlight, color, label in ((False, "C0", "other methods"),
+                                    (True, "C3", data.get("highlight_label", "highlighted"))):
+        group = [p for p in points if bool(p.get("highlight")) is highlight]
+        if not group:
+            continue
+        err = [[p["value"] - p["low"] for p in group], [p["high"] - p["value"] for p in group]]
+        ax.errorbar([p["x"] for p in group], [p["value"] for p in group], yerr=err, fmt="o",
+                    capsize=3, color=color, label=label)
+        for p in group:
+            ax.annotate(p["label"], (p["x"], p["value"]), textcoords="offset points",
+                        xytext=(5, 4), fontsize="small", color=color)
+    ax.set_xlim(left=0)
+    ax.set_xlabel(data["xlabel"])
+    ax.set_ylabel(data["ylabel"])
+    ax.set_title(data["title"])
+    ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return fig
 
