@@ -36,8 +36,8 @@ from keras_sns.training import expand_layer_names
 
 from experiments.report import format_cell, train_timing, wilson
 
-__all__ = ["CLAIM_RULES", "PAPER_LEVENSHTEIN", "PAPER_SPEARMAN", "SINGLE_STEP", "VERDICTS",
-           "ClaimRule", "claims_markdown", "difference_margin", "interval_verdict",
+__all__ = ["CLAIM_RULES", "PAIRED", "PAPER_LEVENSHTEIN", "PAPER_SPEARMAN", "SINGLE_STEP",
+           "VERDICTS", "ClaimRule", "claims_markdown", "difference_margin", "interval_verdict",
            "judge_claims", "mean_interval", "summarise_claims"]
 
 #: The verdict words of claims.md; "Pending": the data is not there yet.
@@ -46,6 +46,12 @@ VERDICTS = ("Held", "Partly held", "Not held", "Inconclusive", "Pending")
 #: C1's references, CIFAR-10 VGG-16 (sec. IV-B): the per-class range and the mean.
 PAPER_SPEARMAN = {"low": 0.36, "high": 0.53, "mean": 0.428}
 PAPER_LEVENSHTEIN = {"low": 0.46, "high": 0.72, "mean": 0.554}
+
+#: The comparisons the claims make, ``(a, b)``: the runner computes each on the same
+#: images (:func:`experiments.report.paired_difference`) and :func:`_compare` reports it.
+PAIRED = (("sns-sen", "pat"), ("sns-sen", "alp"), ("sns-sen", "trades"),
+          ("trades+sns", "trades"), ("sns-rand", "pat"), ("single-step+sns", "pat"),
+          ("single-step+sns-3x", "pat"))
 
 #: The grid's single-step rows (``experiments/reproduce.py`` METHODS), compared with PAT:
 #: without the SNS term, with it, and with it for 3x the epochs (about PAT's cost).
@@ -314,7 +320,30 @@ def _compare(result: Mapping[str, Any], a: str, b: str, reverse: bool = False,
         lines.append(f"{a} vs. {b}, {label}: {_pct(sa[key])} vs. {_pct(sb[key])}: {v}.")
     if shared is None:
         lines.append(f"{a} vs. {b}: no AutoAttack or APGD-CE+T cell in both: pending.")
+    lines += _paired_lines((result.get("paired") or {}).get(f"{a} vs. {b}") or {}, a, b)
     return verdict, lines
+
+
+def _paired_lines(paired: Mapping[str, Any], a: str, b: str) -> list[str]:
+    """The paired comparison of ``a`` and ``b`` on the same images (per seed, and the
+    mean difference over seeds with its t-interval), one line per attack."""
+    lines = []
+    for key, label in (("autoattack", "AutoAttack"), ("apgd_ce+apgd_t", "APGD-CE+T")):
+        entry = paired.get(key)
+        if not entry:
+            continue
+        seeds = "; ".join(
+            f"{seed} {100 * d['diff']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] "
+            f"({d['a_only']} vs. {d['b_only']} images, McNemar p = {d['p_mcnemar']:.2g})"
+            for seed, d in entry["seeds"].items())
+        line = (f"{a} minus {b}, {label}, paired on the same {entry['n']} images (points, "
+                f"95 % interval): {seeds}")
+        over = entry.get("over_seeds")
+        if over:
+            line += (f"; mean over {over['n']} seeds {100 * over['mean']:+.1f} "
+                     f"± {100 * over['half_width']:.1f}")
+        lines.append(line + ".")
+    return lines
 
 
 def _layer_sigma(result: Mapping[str, Any]) -> dict[str, dict[str, float]]:

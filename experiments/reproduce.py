@@ -123,10 +123,12 @@ from keras_sns.precision import read_cpu  # noqa: E402
 from keras_sns.studies import AnalysisConfig, AttackSpec, run_analysis  # noqa: E402
 from keras_sns.training import RobustModel  # noqa: E402
 
-from experiments.claims import claims_markdown, summarise_claims  # noqa: E402
+from experiments.claims import PAIRED, claims_markdown, summarise_claims  # noqa: E402
 from experiments.report import (  # noqa: E402
     cpus_seen,
     draw_figures,
+    paired_difference,
+    seed_interval,
     summarise_method,
     table_markdown,
     wilson,
@@ -791,6 +793,50 @@ class Runner:
 
     # ---------------------------------------------------------------- report
 
+    def _robust_images(self, key: str, which: str) -> np.ndarray | None:
+        """Per test image of the AutoAttack subset, whether model ``key`` withstood
+        ``which`` (``"autoattack"`` or ``"apgd_ce+apgd_t"``), from its cascade's cache."""
+        folder = self.out / key / "eval"
+        if which == "autoattack":
+            state, stage = _load_json(folder / "autoattack.stages.json"), None
+        else:  # AutoAttack's first two stages, wherever they ran
+            state = (_load_json(folder / "apgd_ce+apgd_t.stages.json")
+                     or _load_json(folder / "autoattack.stages.json"))
+            stage = "apgd_t"
+        if not state:
+            return None
+        stage = stage or list(state)[-1]
+        if stage not in state or (which == "autoattack" and len(state) < 4):
+            return None  # a cascade killed before its end
+        robust = np.zeros(self.budget.autoattack_limit, dtype=bool)
+        robust[state[stage]["standing"]] = True
+        return robust
+
+    def paired(self, finished: dict[str, dict[str, dict]]) -> dict[str, dict]:
+        """The claims' comparisons (:data:`experiments.claims.PAIRED`) on the same images.
+
+        For each pair and attack (AutoAttack where both models have it, APGD-CE+T), per
+        seed both models finished: :func:`experiments.report.paired_difference`; over two
+        or more seeds, the mean difference and its t-interval.
+        """
+        out: dict[str, dict] = {}
+        for a, b in PAIRED:
+            shared = sorted(set(finished.get(a, {})) & set(finished.get(b, {})))
+            for which in ("autoattack", "apgd_ce+apgd_t"):
+                seeds = {}
+                for seed in shared:
+                    ra = self._robust_images(f"grid/{a}/{seed}", which)
+                    rb = self._robust_images(f"grid/{b}/{seed}", which)
+                    if ra is not None and rb is not None:
+                        seeds[seed] = paired_difference(ra, rb)
+                if not seeds:
+                    continue
+                entry = {"n": self.budget.autoattack_limit, "seeds": seeds}
+                if len(seeds) >= 2:
+                    entry["over_seeds"] = seed_interval([d["diff"] for d in seeds.values()])
+                out.setdefault(f"{a} vs. {b}", {})[which] = entry
+        return out
+
     def report(self, figures: bool = True) -> dict:
         """Write reproduce.json, table.md and claims.md (and, with ``figures``, the PNGs
         and a copy of timings.json) under ``results`` from whatever is finished.
@@ -825,6 +871,7 @@ class Runner:
                   # Read afresh from the studies' files (cheap), not claims.json:
                   # a study finished by another process shows at once.
                   "claims": summarise_claims(self.out / "claims"),
+                  "paired": self.paired(finished),
                   "timings": "timings.json",
                   "command": self.command}
         if figures:

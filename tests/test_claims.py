@@ -264,6 +264,25 @@ def test_c7_sns_rand_below_pat(rand, verdict):
     assert got == "Inconclusive" and "30.0 ± 50.0 % ([0.0, 80.0], 2 seeds)" in text
 
 
+def test_comparisons_report_the_paired_difference_per_seed_and_over_seeds():
+    table = {"pat": _entry(**{"apgd_ce+apgd_t": _cell(0.42, 0.02)}),
+             "sns-rand": _entry(**{"apgd_ce+apgd_t": _cell(0.40, 0.02)})}
+    paired = {"sns-rand vs. pat": {"apgd_ce+apgd_t": {
+        "n": 500, "seeds": {"seed0": {"diff": -0.02, "low": -0.035, "high": -0.004,
+                                      "a_only": 5, "b_only": 15, "p_mcnemar": 0.0414},
+                            "seed1": {"diff": -0.01, "low": -0.03, "high": 0.01,
+                                      "a_only": 9, "b_only": 14, "p_mcnemar": 0.4049}},
+        "over_seeds": {"mean": -0.015, "half_width": 0.0635, "n": 2}}}}
+    got, text = _verdict({"table": table, "paired": paired}, "C7")
+    assert got == "Inconclusive"  # the rule is the unpaired one; the paired lines inform
+    assert ("- sns-rand minus pat, APGD-CE+T, paired on the same 500 images (points, 95 % "
+            "interval): seed0 -2.0 [-3.5, -0.4] (5 vs. 15 images, McNemar p = 0.041); "
+            "seed1 -1.0 [-3.0, +1.0] (9 vs. 14 images, McNemar p = 0.4); mean over 2 seeds "
+            "-1.5 ± 6.3.") in text
+    # Without a paired entry for the pair, no paired line.
+    assert "paired" not in _verdict({"table": table}, "C7")[1]
+
+
 @pytest.mark.parametrize("chosen", ["conv2..conv3", ["conv2", "conv3"]])
 def test_c8_sns_layers_below_pat(chosen):
     layers = ("conv1", "relu1", "conv2", "relu2", "conv3", "relu3")

@@ -4,6 +4,7 @@ computations."""
 
 import dataclasses
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -60,6 +61,67 @@ def test_summary_cells_by_hand():
     assert noise["accuracy"] == pytest.approx(0.3)
     assert noise["ci95"] == pytest.approx([0.28, 0.34])
     assert report.noise_row({"noise1": rows["noise1"]}) is None
+
+
+def test_paired_difference_matches_a_reference_and_mcnemar_by_hand():
+    # The paired 2x2 table (59, 6 / 16, 80): the R package contingencytables' test of
+    # Newcombe's square-and-add interval gives -0.0621 (-0.1186 to -0.0046).
+    a = np.array([True] * 65 + [False] * 96)
+    b = np.array([True] * 59 + [False] * 6 + [True] * 16 + [False] * 80)
+    got = report.paired_difference(a, b)
+    assert (got["diff"], got["low"], got["high"]) == pytest.approx((-0.0621, -0.1186, -0.0046),
+                                                                   abs=5e-5)
+    assert (got["n"], got["a_only"], got["b_only"]) == (161, 6, 16)
+    # McNemar's exact test: 6 of 22 discordant images, two-sided, counted by hand.
+    tail = sum(math.comb(22, k) for k in range(7)) / 2 ** 22
+    assert got["p_mcnemar"] == pytest.approx(2 * tail)
+    # Swapping the models mirrors the interval; it holds its estimate, within [-1, 1].
+    back = report.paired_difference(b, a)
+    assert (back["diff"], back["low"], back["high"]) == pytest.approx(
+        (-got["diff"], -got["high"], -got["low"]))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y = rng.random(50) < rng.random(), rng.random(50) < rng.random()
+        r = report.paired_difference(x, y)
+        assert -1.0 <= r["low"] <= r["diff"] <= r["high"] <= 1.0
+        assert r["diff"] == pytest.approx(x.mean() - y.mean())
+    same = report.paired_difference(a, a)
+    assert same["diff"] == 0.0 and same["p_mcnemar"] == 1.0 and same["low"] < 0 < same["high"]
+    with pytest.raises(ValueError, match="equal, non-empty 1-D arrays"):
+        report.paired_difference(a, b[:-1])
+
+
+def test_the_runner_pairs_the_claims_models_image_by_image(tmp_path):
+    runner = reproduce.Runner(tmp_path / "runs", tmp_path / "results", reproduce.QUICK, True)
+    n = reproduce.QUICK.autoattack_limit
+    rng = np.random.default_rng(1)
+    robust = {}
+    for name, seed, file in (("sns-sen", 0, "autoattack"), ("pat", 0, "autoattack"),
+                             ("sns-sen", 1, "apgd_ce+apgd_t"), ("pat", 1, "apgd_ce+apgd_t")):
+        folder = runner.out / "grid" / name / f"seed{seed}" / "eval"
+        folder.mkdir(parents=True)
+        after_t = rng.random(n) < 0.6
+        last = after_t & (rng.random(n) < 0.9)
+        stages = {"apgd_ce": after_t | (rng.random(n) < 0.2), "apgd_t": after_t}
+        if file == "autoattack":
+            stages.update(fab_t=after_t, square=last)
+        (folder / f"{file}.stages.json").write_text(json.dumps(
+            {k: {"standing": np.flatnonzero(v).tolist()} for k, v in stages.items()}))
+        robust[name, seed] = {"apgd_ce+apgd_t": after_t, "autoattack": last}
+    finished = {"sns-sen": {"seed0": {}, "seed1": {}}, "pat": {"seed0": {}, "seed1": {}},
+                "alp": {"seed0": {}}}
+    got = runner.paired(finished)
+    assert set(got) == {"sns-sen vs. pat"}  # alp has no cascade cached: no pair
+    ce_t, aa = got["sns-sen vs. pat"]["apgd_ce+apgd_t"], got["sns-sen vs. pat"]["autoattack"]
+    for seed in (0, 1):
+        assert ce_t["seeds"][f"seed{seed}"] == report.paired_difference(
+            robust["sns-sen", seed]["apgd_ce+apgd_t"], robust["pat", seed]["apgd_ce+apgd_t"])
+    diffs = [ce_t["seeds"][s]["diff"] for s in ("seed0", "seed1")]
+    assert ce_t["over_seeds"] == report.seed_interval(diffs) and ce_t["n"] == n
+    # Standard AutoAttack: seed 0 only, after its last stage.
+    assert list(aa["seeds"]) == ["seed0"] and "over_seeds" not in aa
+    assert aa["seeds"]["seed0"] == report.paired_difference(
+        robust["sns-sen", 0]["autoattack"], robust["pat", 0]["autoattack"])
 
 
 def test_cost_points_pair_seed0_training_cpu_with_its_apgd_accuracy():
