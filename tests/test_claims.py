@@ -338,6 +338,8 @@ def test_single_step_vs_pat(acc, cpu, acc3, verdict):
     assert "| single-step | — | 30.0 ± 2.0 % ([28.0, 32.0], 1 seed) | — | pending |" in text
     assert (f"Training cost, seed 0: single-step+sns {cpu:.0f} CPU s vs. PAT 180 CPU s "
             f"({cpu / 180:.2f}x); wall 150 s vs. 100 s") in text
+    # The SNS term's own effect on single-step training is reported beside.
+    assert (f"single-step+sns vs. single-step, APGD-CE+T: {100 * acc:.1f} ± 2.0 %" in text)
     assert ("| single-step+sns-3x | pending | pending | pending | pending |" in text
             if acc3 is None else "single-step+sns-3x 175 CPU s vs. PAT 180 CPU s (0.97x)" in text)
     # The timings may also come inside the result; without them the verdict waits.
