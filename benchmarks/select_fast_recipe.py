@@ -2,7 +2,8 @@
 
 Trains one vanilla small_cnn (saved after --vanilla-epochs and after 5 epochs), then
 fine-tunes it with every candidate (seed 0, or 1 where the name says ``-s1``; Adam 1e-3;
-batch 128, or 64 where it says ``-b64``; eps 0.1), each on the same fit split. Every ``1 / --parts`` of an epoch it pauses the clock and measures
+batch 128, or 64 where it says ``-b64``, for the vanilla init too with ``-vb64``; eps 0.1),
+each on the same fit split. Every ``1 / --parts`` of an epoch it pauses the clock and measures
 clean and PGD-20 accuracy on the first --val examples of the validation split (the last
 6,000 training images, never fitted on; the test set is never touched), so every
 candidate gives a curve of validation robustness against its own training wall time
@@ -67,6 +68,9 @@ CANDIDATES = {
     "pgd2+sns-v1-lam1-s1": ("sns", {"name": "pgd_linf", "steps": 2}, 1.0, 1, 2),
     "pgd2+sns-v1-lam1-b64": ("sns", {"name": "pgd_linf", "steps": 2}, 1.0, 1, 2),
     "pgd2+sns-v1-lam1-b64-s1": ("sns", {"name": "pgd_linf", "steps": 2}, 1.0, 1, 2),
+    # ...and with the vanilla epoch at batch 64 too ("-vb64"), as `cli.py train
+    # --batch-size 64` runs both stages
+    "pgd2+sns-v1-lam1-b64-vb64": ("sns", {"name": "pgd_linf", "steps": 2}, 1.0, 1, 2),
 }
 EMA_MOMENTA = (0.99, 0.995, 0.998)
 
@@ -122,8 +126,8 @@ def steps_per_epoch(batch):
     return -(-FIT_IMAGES // batch)
 
 
-def vanilla(out, epochs, fit_ds, val_ds):
-    path = os.path.join(out, f"vanilla_e{epochs}.keras")
+def vanilla(out, epochs, fit_ds, val_ds, tag=""):
+    path = os.path.join(out, f"vanilla_e{epochs}{tag}.keras")
     if os.path.exists(path):
         return path, json.load(open(path + ".json"))
     keras.utils.set_random_seed(0)
@@ -137,7 +141,7 @@ def vanilla(out, epochs, fit_ds, val_ds):
         def on_epoch_end(self, epoch, logs=None):
             saved[epoch + 1] = time.perf_counter() - start
             if epoch + 1 in (epochs, 3, 5):
-                p = os.path.join(out, f"vanilla_e{epoch + 1}.keras")
+                p = os.path.join(out, f"vanilla_e{epoch + 1}{tag}.keras")
                 self.model.save(p)
                 acc = self.model.evaluate(val_ds, verbose=0)[1]
                 json.dump({"train_seconds": round(saved[epoch + 1], 1), "val_clean": acc},
@@ -171,7 +175,9 @@ def main():
         path = os.path.join(args.out, f"{name}.json")
         if (args.only and name not in args.only) or os.path.exists(path):
             continue
-        init, vinfo = vanilla(args.out, v_epochs, fit_ds, val_ds)
+        small_vanilla = "-vb64" in name  # the vanilla epoch at batch 64 too
+        init, vinfo = vanilla(args.out, v_epochs, fit_small if small_vanilla else fit_ds, val_ds,
+                              tag="_b64" if small_vanilla else "")
         seed = 1 if "-s1" in name else 0
         batch = BATCH // 2 if "-b64" in name else BATCH
         keras.utils.set_random_seed(seed)
@@ -228,6 +234,7 @@ def main():
         guard_msgs = [str(w.message) for w in caught if "Catastrophic" in str(w.message)]
         record = {"name": name, "method": method, "attack": attack["name"], "lam": lam,
                   "batch_size": batch, "seed": seed,
+                  "vanilla_batch_size": BATCH // 2 if small_vanilla else BATCH,
                   "vanilla_epochs": v_epochs, "vanilla_seconds": vinfo["train_seconds"],
                   "vanilla_val_clean": vinfo["val_clean"], "points": clock.points,
                   "guard": guard_msgs, "ema": ema,
