@@ -128,13 +128,17 @@ def test_cost_points_pair_seed0_training_cpu_with_its_apgd_accuracy():
     def evaluation(acc, ci):
         return {"attacks": {"apgd_ce+apgd_t": {"accuracy": acc, "ci95": ci}}}
 
-    result = {"eps": 0.1, "methods": [{"name": n} for n in ("pat", "alp", "fast", "late")],
+    result = {"eps": 0.1, "methods": [{"name": n} for n in ("vanilla", "pat", "alp", "fast",
+                                                             "late")],
               "table": {"pat": {"seeds": {"seed0": evaluation(0.6, [0.55, 0.65]),
                                           "seed1": evaluation(0.9, [0.85, 0.95])}},
                         "fast": {"seeds": {"seed0": evaluation(0.5, [0.45, 0.55])}},
                         "late": {"seeds": {"seed0": evaluation(0.4, [0.35, 0.45])}}}}
+    result["table"]["vanilla"] = {"seeds": {"seed0": evaluation(0.0, [0.0, 0.01])}}
     timings = {"train:grid/pat/seed0": {"kind": "train", "model": "grid/pat/seed0",
                                         "cpu_s": 270.0, "wall_s": 600.0},
+               "train:grid/vanilla/seed0": {"kind": "train", "model": "grid/vanilla/seed0",
+                                            "cpu_s": 30.0, "wall_s": 30.0},
                "train:grid/pat/seed1": {"kind": "train", "model": "grid/pat/seed1",
                                         "cpu_s": 999.0, "wall_s": 999.0},
                "train:grid/fast/seed0": {"kind": "train", "model": "grid/fast/seed0",
@@ -142,7 +146,8 @@ def test_cost_points_pair_seed0_training_cpu_with_its_apgd_accuracy():
                "eval:grid/late/seed0:fgsm": {"kind": "eval", "model": "grid/late/seed0",
                                              "cpu_s": 5.0, "wall_s": 5.0}}
     data = report.cost_points(result, timings, highlight=("fast",))
-    # alp is not evaluated, late has no training timing: neither is a point.
+    # alp is not evaluated, late has no training timing, vanilla is the undefended base
+    # model: none is a point.
     assert data["points"] == [
         {"label": "pat", "x": 270.0, "value": pytest.approx(60.0), "low": pytest.approx(55.0),
          "high": pytest.approx(65.0), "highlight": False},

@@ -486,15 +486,17 @@ def test_cost_accuracy_figure_draws_points_intervals_and_the_highlighted_group()
                         "highlight": True}]}
     (ax,) = _check_labels(result_figures.cost_accuracy_figure(data))
     groups = {c.get_label(): c for c in ax.containers}
-    assert set(groups) == {"other methods", "single-step training"}
-    line, _, (bars,) = groups["other methods"].lines
-    np.testing.assert_allclose(np.asarray(line.get_xdata(), float), [270.0, 300.0])
-    np.testing.assert_allclose(np.asarray(line.get_ydata(), float), [60.0, 62.0])
-    assert [tuple(seg[:, 1]) for seg in bars.get_segments()] == [(55.0, 64.0), (58.0, 66.0)]
-    fast_line = groups["single-step training"].lines[0]
-    assert fast_line.get_color() != line.get_color()
-    assert sorted(t.get_text() for t in ax.texts) == ["fast", "pat", "sns"]
-    assert ax.get_xlim()[0] == 0
+    assert list(groups) == ["pat", "sns", "fast (single-step training)"]
+    for name, x, y, low, high in (("pat", 270.0, 60.0, 55.0, 64.0),
+                                  ("sns", 300.0, 62.0, 58.0, 66.0)):
+        line, _, (bars,) = groups[name].lines
+        assert (line.get_xdata()[0], line.get_ydata()[0]) == (x, y)
+        assert tuple(bars.get_segments()[0][:, 1]) == (low, high)
+        assert line.get_marker() == "o"
+    assert groups["fast (single-step training)"].lines[0].get_marker() == "s"
+    colors = {c.lines[0].get_color() for c in groups.values()}
+    assert len(colors) == 3
+    assert ax.get_xlim()[0] == 0 and ax.get_xlim()[1] > 300.0
     with pytest.raises(ValueError, match="Expected at least one point"):
         result_figures.cost_accuracy_figure({**data, "points": []})
 

@@ -225,8 +225,9 @@ def interval_bars_figure(data: Mapping[str, Any]) -> Figure:
 
 
 def cost_accuracy_figure(data: Mapping[str, Any]) -> Figure:
-    """Accuracy against cost, one labelled point per method with its 95 % interval;
-    highlighted points (e.g. the single-step rows) in a colour of their own.
+    """Accuracy against cost, one point per method with its 95 % interval, each in its
+    own colour and named in the legend; highlighted points (e.g. the single-step rows)
+    are squares and say so in the legend.
 
     Args:
         data: ``{"title", "xlabel", "ylabel", "highlight_label", "points": [{"label",
@@ -245,24 +246,20 @@ def cost_accuracy_figure(data: Mapping[str, Any]) -> Figure:
     points = list(data["points"])
     if not points:
         raise ValueError("Expected at least one point. Received: points=[]")
-    fig, (ax,) = panel_grid(1, size=(6.4, 4.2))
-    for highlight, color, label in ((False, "C0", "other methods"),
-                                    (True, "C3", data.get("highlight_label", "highlighted"))):
-        group = [p for p in points if bool(p.get("highlight")) is highlight]
-        if not group:
-            continue
-        err = [[p["value"] - p["low"] for p in group], [p["high"] - p["value"] for p in group]]
-        ax.errorbar([p["x"] for p in group], [p["value"] for p in group], yerr=err, fmt="o",
-                    capsize=3, color=color, label=label)
-        for p in group:
-            ax.annotate(p["label"], (p["x"], p["value"]), textcoords="offset points",
-                        xytext=(5, 4), fontsize="small", color=color)
-    ax.set_xlim(left=0)
+    fig, (ax,) = panel_grid(1, size=(7.6, 4.2))
+    tag = data.get("highlight_label", "highlighted")
+    for i, p in enumerate(points):
+        err = [[p["value"] - p["low"]], [p["high"] - p["value"]]]
+        label = f"{p['label']} ({tag})" if p.get("highlight") else p["label"]
+        ax.errorbar([p["x"]], [p["value"]], yerr=err, fmt="s" if p.get("highlight") else "o",
+                    markersize=7 if p.get("highlight") else 5, capsize=3,
+                    color=f"C{i % 10}", label=label)
+    ax.set_xlim(left=0, right=1.08 * max(p["x"] for p in points))
     ax.set_xlabel(data["xlabel"])
     ax.set_ylabel(data["ylabel"])
     ax.set_title(data["title"])
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
