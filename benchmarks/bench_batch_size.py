@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -38,6 +39,7 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--skip", type=int, default=2, help="gaps dropped at a block's start")
     p.add_argument("--json", default=None)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
     if args.steps <= args.skip:
         p.error(f"--steps ({args.steps}) must exceed --skip ({args.skip})")
@@ -46,8 +48,10 @@ def main(argv=None) -> dict:
     x, y, _ = data.load_arrays("fashion_mnist", "fit", limit=max(sizes))
     keras.utils.set_random_seed(0)
     initial = models.build("small_cnn").get_weights()
-    result = {"cpu": hardware_description().cpu_model, "precision": "float32",
-              "command": "benchmarks/bench_batch_size.py " + " ".join(argv or []),
+    hw = hardware_description()
+    isa = "avx512_bf16" if "avx512_bf16" in hw.cpu_flags else "avx2 only"
+    result = {"cpu": f"{hw.cpu_model} ({isa}, {os.cpu_count()} CPUs)", "precision": "float32",
+              "command": " ".join(["benchmarks/bench_batch_size.py", *argv]),
               "methods": {}}
     for name in args.methods.split(","):
         method, attack, steps = METHODS[name]

@@ -162,7 +162,7 @@ CLAIM_RULES: dict[str, ClaimRule] = {
         "each piece ran under). Held if a row that cost less than PAT is above it; Not held "
         "if every row is below PAT or cost no less; Inconclusive otherwise (a cheaper row "
         "ties PAT); Pending until every row is in, unless one already holds.",
-        ("robust_accuracy",)),
+        ("cost_accuracy", "robust_accuracy")),
 }
 
 
