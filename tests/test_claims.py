@@ -257,6 +257,12 @@ def test_c7_sns_rand_below_pat(rand, verdict):
     assert got == verdict
     assert (f"sns-rand vs. pat, APGD-CE+T: {100 * rand:.1f} ± 2.0 % ([{100 * rand - 2:.1f}, "
             f"{100 * rand + 2:.1f}], 3 seeds) vs. 42.0 ± 2.0 % ([40.0, 44.0], 3 seeds)") in text
+    assert "sns-sen vs. sns-rand" not in text  # SNS-sen not evaluated: no such line
+    table["sns-sen"] = _entry(**{"apgd_ce+apgd_t": _cell(0.45, 0.02)})
+    assert (f"sns-sen vs. sns-rand, APGD-CE+T: 45.0 ± 2.0 % ([43.0, 47.0], 3 seeds) vs. "
+            f"{100 * rand:.1f}" in _verdict({"table": table}, "C7")[1])
+    assert _verdict({"table": table}, "C7")[0] == verdict  # and the verdict stays PAT's
+    del table["sns-sen"]
     assert _verdict({"table": {"pat": table["pat"]}}, "C7")[0] == "Pending"
     # A t-interval on two seeds may pass 0 %: its bounds are shown clipped, as in the figure.
     table["sns-rand"]["summary"]["apgd_ce+apgd_t"] = _cell(0.3, 0.5, 2)
