@@ -234,7 +234,8 @@ METHODS = (
     Method("single-step+sns", "sns", attack="fgsm_rs", selection="sen"),
     # The same for 3x the epochs: a single-step SNS step costs about a third of a PGD-10
     # step, so this row costs about what PAT's does (the single-step question's
-    # equal-cost point; ``timings.json`` has the measured CPU seconds).
+    # equal-cost point; ``timings.json`` has the measured CPU seconds: 1.2x PAT's on
+    # seed 0).
     Method("single-step+sns-3x", "sns", attack="fgsm_rs", selection="sen", epochs_factor=3),
 )
 
