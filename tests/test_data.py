@@ -240,3 +240,25 @@ def test_dataset_info_of_fashion_mnist_matches_the_loaded_split():
         _, y, loaded = load_arrays("fashion_mnist", split)
         assert info == loaded and info.num_examples == len(y)
     assert data.dataset_info("fashion_mnist", "fit").num_examples == 54_000
+
+
+def test_the_fit_split_repeated_for_one_iterator_sees_each_example_once_per_epoch():
+    from keras_sns.config import TrainConfig
+    from keras_sns.training.runs import _one_input_iterator
+
+    ds, _ = load_dataset("fashion_mnist", "fit", limit=10, seed=0, batch_size=4)
+    repeated, steps = _one_input_iterator(ds, TrainConfig(method="pat"))
+    assert steps == 3  # 4 + 4 + 2: the partial batch stays inside its epoch
+    images = load_arrays("fashion_mnist", "fit", limit=10)[0]
+    every = sorted(x.tobytes() for x in images)  # float32 in [0, 1], as the batches
+    it = repeated.as_numpy_iterator()
+    orders = []
+    for _ in range(3):
+        batches = [next(it)[0] for _ in range(steps)]
+        assert [len(b) for b in batches] == [4, 4, 2]
+        epoch = [x.tobytes() for b in batches for x in b]
+        assert sorted(epoch) == every  # each example exactly once per epoch
+        orders.append(epoch)
+    assert orders[0] != orders[1] and orders[1] != orders[2]  # reshuffled each epoch
+    # Workers of a multi-worker run see shards of unknown size: left to Keras.
+    assert _one_input_iterator(ds, TrainConfig(method="pat", strategy="multiworker")) == (ds, None)
