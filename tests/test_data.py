@@ -243,11 +243,13 @@ def test_dataset_info_of_fashion_mnist_matches_the_loaded_split():
 
 
 def test_the_fit_split_repeated_for_one_iterator_sees_each_example_once_per_epoch():
-    from keras_sns.config import TrainConfig
-    from keras_sns.training.runs import _one_input_iterator
+    import tensorflow as tf
+
+    from keras_sns.training.robust_model import _one_input_iterator
 
     ds, _ = load_dataset("fashion_mnist", "fit", limit=10, seed=0, batch_size=4)
-    repeated, steps = _one_input_iterator(ds, TrainConfig(method="pat"))
+    repeated, kwargs = _one_input_iterator(ds, {}, tf.distribute.get_strategy())
+    steps = kwargs["steps_per_epoch"]
     assert steps == 3  # 4 + 4 + 2: the partial batch stays inside its epoch
     images = load_arrays("fashion_mnist", "fit", limit=10)[0]
     every = sorted(x.tobytes() for x in images)  # float32 in [0, 1], as the batches
@@ -261,4 +263,7 @@ def test_the_fit_split_repeated_for_one_iterator_sees_each_example_once_per_epoc
         orders.append(epoch)
     assert orders[0] != orders[1] and orders[1] != orders[2]  # reshuffled each epoch
     # Workers of a multi-worker run see shards of unknown size: left to Keras.
-    assert _one_input_iterator(ds, TrainConfig(method="pat", strategy="multiworker")) == (ds, None)
+    # (only the type matters: an instance left unbuilt sets up no collectives here)
+    mwms = tf.distribute.MultiWorkerMirroredStrategy
+    workers = mwms.__new__(mwms)
+    assert _one_input_iterator(ds, {}, workers) == (ds, {})

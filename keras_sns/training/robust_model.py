@@ -506,6 +506,7 @@ class RobustModel(keras.Model):
                     x, y, refresh_each_epoch=self.selection == "dyn", seed=self.seed))
             if self.selection == "ema" and EmaMasks not in have:
                 callbacks.append(EmaMasks())
+        x, kwargs = _one_input_iterator(x, kwargs, self.distribute_strategy)
         return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -557,6 +558,27 @@ class RobustModel(keras.Model):
         config["base_model"] = keras.saving.deserialize_keras_object(
             copy.deepcopy(config["base_model"]))
         return cls(**config)
+
+
+def _one_input_iterator(x, fit_kwargs: dict, strategy) -> tuple[Any, dict]:
+    """A finite ``tf.data.Dataset`` repeated, with ``steps_per_epoch`` its batches.
+
+    Without ``steps_per_epoch``, Keras (3.15) builds a new iterator over the dataset at
+    every epoch (and one more, unused, after each) and drops the old ones; with its
+    shuffle buffer refilled each time, that stalled a Fashion-MNIST epoch by up to a
+    minute. With it, one iterator over the repeated dataset serves every epoch, and each
+    epoch still sees every example once (a shuffling dataset reshuffles each
+    repetition). Anything else is left as given: arrays, an infinite or unknown-size
+    dataset, a ``steps_per_epoch`` of the caller's, and MultiWorkerMirroredStrategy,
+    whose workers each see a shard of unknown size.
+    """
+    if (not isinstance(x, tf.data.Dataset) or fit_kwargs.get("steps_per_epoch") is not None
+            or isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)):
+        return x, fit_kwargs
+    steps = int(x.cardinality())
+    if steps <= 0:
+        return x, fit_kwargs
+    return x.repeat(), {**fit_kwargs, "steps_per_epoch": steps}
 
 
 def _non_negative(name: str, value) -> float:

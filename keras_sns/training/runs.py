@@ -346,11 +346,9 @@ def _run_training(config: TrainConfig, *, overwrite: bool, verbose, precision: d
         keras.callbacks.TensorBoard(log_dir=str(side / "logs")),
     ]
     side.mkdir(parents=True, exist_ok=True)
-    fit_ds, steps_per_epoch = _one_input_iterator(fit_ds, config)
     try:
         history = model.fit(fit_ds, validation_data=val_ds, epochs=config.epochs,
-                            steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                            verbose=verbose,
+                            callbacks=callbacks, verbose=verbose,
                             shuffle=False)  # the dataset shuffles itself, seeded
     except TrainingCollapsedError:
         # Keep config.json, history.csv and logs/ (what happened), save no model, and
@@ -392,21 +390,6 @@ def _run_training(config: TrainConfig, *, overwrite: bool, verbose, precision: d
     chief_decides(strategy, True)  # the other workers wait for this (see above)
     return TrainResult(out, float(test_accuracy), float(test_loss),
                        len(history.history.get("loss", [])), seconds, evaluation), base
-
-
-def _one_input_iterator(fit_ds, config: TrainConfig):
-    """The fit split repeated, and its batches per epoch: one input iterator per ``fit``.
-
-    Without ``steps_per_epoch``, Keras (3.15) builds a new iterator over the dataset at
-    every epoch and drops the old one; with it, one iterator over the repeated dataset
-    serves every epoch. Each repetition reshuffles (the pipeline shuffles with
-    ``reshuffle_each_iteration``), so the epochs see the same batches either way. Not
-    under MultiWorkerMirroredStrategy, whose workers each see a shard of unknown size.
-    """
-    steps = int(fit_ds.cardinality())
-    if config.strategy == "multiworker" or steps <= 0:
-        return fit_ds, None
-    return fit_ds.repeat(), steps
 
 
 def _test_clean(model: keras.Model, test_ds) -> tuple[float, float]:
