@@ -10,8 +10,10 @@ layers, and the studies' numbers read by :func:`summarise_claims` from the runne
 ("Pending" while its data is not there yet, so a partial run can be judged at any time);
 :func:`claims_markdown` renders them as claims.md.
 
-Accuracies are compared by their 95 % intervals (:func:`interval_verdict`: apart or
-overlapping), per-class correlations by a t-interval (:func:`mean_interval`), and the
+Two models are compared on the same images (:func:`paired_verdict`: the paired
+difference's interval over seeds and a pooled McNemar test), or where they were not
+paired by their 95 % intervals (:func:`interval_verdict`: apart or overlapping);
+per-class correlations by a t-interval (:func:`mean_interval`), and the
 suppression study's accuracy differences by a binomial margin (:func:`difference_margin`).
 
 Example:
@@ -130,19 +132,23 @@ CLAIM_RULES: dict[str, ClaimRule] = {
         "SNS is more robust than PAT and ALP (Table III)",
         "SNS-sen is the most robust model of Table III, above PAT and ALP under every "
         "attack (L-inf PGD: 39.6 % vs. 37.4 % and 36.5 %).",
-        "On AutoAttack (APGD-CE+T where the two models did not both get the same "
-        "AutoAttack): Held if SNS-sen's mean is above PAT's and their 95 % intervals do not "
-        "overlap, Not held if it is at or below PAT's without overlap, Inconclusive if they "
-        "overlap; ALP, TRADES and TRADES+SNS vs. TRADES are judged the same way and "
-        "reported.",
+        "On the two models' paired comparison on the same test images (the difference "
+        "SNS-sen minus PAT; standard AutoAttack, or APGD-CE+T where that is paired over "
+        "more seeds): over two or more seeds, Held if the t-interval over seeds lies above 0 "
+        "and McNemar's exact test on the discordant images pooled over seeds gives p < 0.05 "
+        "the same way, Not held if both say below 0, else Inconclusive; over one seed, by "
+        "the paired 95 % interval. (Until 2026-12-01 the rule compared the two models' "
+        "separate 95 % intervals, which ignores that they are scored on the same images; "
+        "it was changed after PAT's and SNS-sen's three seeds were in and before TRADES' "
+        "third, and its verdict is still reported beside the new one.) ALP, TRADES and "
+        "TRADES+SNS vs. TRADES are judged the same way and reported.",
         ("robust_accuracy",)),
     "C7": ClaimRule(
         "random neurons do worse than PAT (sec. V, ablation)",
         "SNS-rand, stabilising random neurons, is less robust than PAT (L-inf PGD: "
         "35.5 ± 0.3 % vs. 37.4 %).",
-        "On AutoAttack or APGD-CE+T as in C6: Held if SNS-rand's mean is below PAT's and "
-        "their 95 % intervals do not overlap, Not held if it is at or above PAT's without "
-        "overlap, Inconclusive if they overlap.",
+        "Paired as in C6, on SNS-rand minus PAT: Held if it is below 0 by C6's rule, Not "
+        "held if above, else Inconclusive.",
         ("robust_accuracy",)),
     "C8": ClaimRule(
         "SNS lowers the sensitivity of its layers below PAT's (Fig. 17)",
@@ -157,8 +163,8 @@ CLAIM_RULES: dict[str, ClaimRule] = {
         "here: does single-step (FGSM-RS) training with SNS reach PGD-10 PAT's robust "
         "accuracy in less training time?",
         "Each single-step+SNS row (2 epochs, and 6 epochs at about PAT's cost) is compared "
-        "with PAT on AutoAttack or APGD-CE+T as in C6 (above PAT without overlap of the "
-        "95 % intervals, at or below without overlap, or overlapping), and its training "
+        "with PAT paired as in C6 (above PAT, below, or neither by C6's rule), and its "
+        "training "
         "cost with PAT's in CPU seconds (all threads: the wall seconds depend on the load "
         "each piece ran under). Held if a row that cost less than PAT is above it; Not held "
         "if every row is below PAT or cost no less; Inconclusive otherwise (a cheaper row "
@@ -303,10 +309,71 @@ def _summary(result: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
     return entry["summary"] if entry else None
 
 
+def paired_verdict(entry: Mapping[str, Any]) -> tuple[str, str]:
+    """Whether model ``a`` is above ``b``, from their paired comparison on the same images.
+
+    One seed: Held if the paired 95 % interval (Newcombe) lies above 0, Not held if below,
+    else Inconclusive. Two or more seeds: Held if the t-interval over seeds of the
+    difference lies above 0 *and* McNemar's exact test on the discordant images pooled
+    over the seeds (``a_only`` against ``b_only``) gives p < 0.05 in the same direction;
+    Not held likewise below 0; else Inconclusive. The t-interval speaks to the training
+    seed, the pooled test to the images (the seeds share them, so it is the weaker check).
+
+    Args:
+        entry: One attack's entry of the report's ``paired`` (``seeds``, ``over_seeds``).
+
+    Returns:
+        ``(verdict, what decided it)``.
+
+    Example:
+        >>> seed = {"diff": 0.02, "low": 0.004, "high": 0.036, "a_only": 14, "b_only": 4}
+        >>> paired_verdict({"seeds": {"seed0": seed}})[0]
+        'Held'
+    """
+    seeds = entry["seeds"]
+    over = entry.get("over_seeds")
+    if not over or over["n"] < 2:
+        d = next(iter(seeds.values()))
+        verdict = "Held" if d["low"] > 0 else "Not held" if d["high"] < 0 else "Inconclusive"
+        return verdict, (f"paired interval [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] "
+                         f"points, one seed")
+    low, high = over["mean"] - over["half_width"], over["mean"] + over["half_width"]
+    a_only = sum(d["a_only"] for d in seeds.values())
+    b_only = sum(d["b_only"] for d in seeds.values())
+    p = scipy.stats.binomtest(a_only, a_only + b_only).pvalue if a_only + b_only else 1.0
+    if low > 0 and p < 0.05 and a_only > b_only:
+        verdict = "Held"
+    elif high < 0 and p < 0.05 and a_only < b_only:
+        verdict = "Not held"
+    else:
+        verdict = "Inconclusive"
+    return verdict, (f"t-interval over {over['n']} seeds [{100 * low:+.1f}, {100 * high:+.1f}] "
+                     f"points; pooled McNemar {a_only} vs. {b_only} images, p = {p:.2g}")
+
+
+def _paired_decision(result: Mapping[str, Any], a: str, b: str, reverse: bool,
+                     ) -> tuple[str, str] | None:
+    """The verdict of ``a`` above ``b`` (below, with ``reverse``) from the report's paired
+    comparisons: on the attack paired over the most seeds (standard AutoAttack on a tie).
+    None where the two were never paired."""
+    paired = (result.get("paired") or {}).get(f"{a} vs. {b}") or {}
+    options = [(len(paired[key]["seeds"]), key == "autoattack", key, label)
+               for key, label in (("autoattack", "AutoAttack"), ("apgd_ce+apgd_t", "APGD-CE+T"))
+               if paired.get(key)]
+    if not options:
+        return None
+    _, _, key, label = max(options)
+    verdict, how = paired_verdict(paired[key])
+    if reverse:
+        verdict = {"Held": "Not held", "Not held": "Held"}.get(verdict, verdict)
+    return verdict, f"{label}, {how}"
+
+
 def _compare(result: Mapping[str, Any], a: str, b: str, reverse: bool = False,
              ) -> tuple[str, list[str]]:
-    """Judge method ``a`` above ``b`` (below, with ``reverse``) on the robust cell they
-    share, and report PGD-20 the same way: ``(verdict, lines)``."""
+    """Judge method ``a`` above ``b`` (below, with ``reverse``): on their paired comparison
+    where there is one (:func:`paired_verdict`), else on the robust cell they share; PGD-20
+    reported the same way: ``(verdict, lines)``."""
     sa, sb = _summary(result, a), _summary(result, b)
     if sa is None or sb is None:
         missing = " and ".join(n for n, s in ((a, sa), (b, sb)) if s is None)
@@ -323,6 +390,12 @@ def _compare(result: Mapping[str, Any], a: str, b: str, reverse: bool = False,
     if shared is None:
         lines.append(f"{a} vs. {b}: no AutoAttack or APGD-CE+T cell in both: pending.")
     lines += _paired_lines((result.get("paired") or {}).get(f"{a} vs. {b}") or {}, a, b)
+    decision = _paired_decision(result, a, b, reverse)
+    if decision is not None:
+        lines.append(f"{a} {'below' if reverse else 'above'} {b}, judged paired on the same "
+                     f"images ({decision[1]}): **{decision[0]}** (by the unpaired intervals "
+                     f"above: {verdict}).")
+        verdict = decision[0]
     return verdict, lines
 
 

@@ -364,6 +364,43 @@ def _same_spec(recorded: dict, planned: dict) -> bool:
     return resolved(recorded) == resolved(planned)
 
 
+def encode_mask(mask: np.ndarray) -> str:
+    """Per-image booleans as a hex string (4 images per digit; :func:`decode_mask`).
+
+    Example:
+        >>> encode_mask(np.array([True, False, False, False, False, False, False, True, True]))
+        '8180'
+    """
+    return np.packbits(np.asarray(mask, dtype=bool)).tobytes().hex()
+
+
+def decode_mask(text: str, n: int) -> np.ndarray:
+    """The ``n`` booleans :func:`encode_mask` wrote as ``text``."""
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))
+    if len(bits) < n:
+        raise ValueError(f"Expected at least {n} bits. Received: {len(bits)} in {text!r}")
+    return bits[:n].astype(bool)
+
+
+def merge_claims(restored: dict | None, live: dict) -> dict:
+    """The studies' numbers: ``live`` (from this cache's studies) where they ran, else the
+    ``restored`` ones (from the committed report); per-model tables are merged model by
+    model, ``live`` winning."""
+    def empty(value: Any) -> bool:  # a study not run: None, 0, {} or only such values
+        return not value or isinstance(value, dict) and all(empty(v) for v in value.values())
+
+    if not restored:
+        return live
+    out = {}
+    for key in set(restored) | set(live):
+        r, v = restored.get(key), live.get(key)
+        if key == "C4_C8_mean_sigma" and isinstance(r, dict):
+            out[key] = {**r, **(v or {})}
+        else:
+            out[key] = r if empty(v) else v
+    return out
+
+
 class Runner:
     """The stages, each cached under ``out``; see the module docstring."""
 
@@ -408,6 +445,143 @@ class Runner:
         atomic_write_json(self.timings_path, log)
         logger.info("%s: %.1f s wall, %.1f s CPU", key, entry["wall_s"], entry["cpu_s"])
         return result
+
+    # ---------------------------------------------------------------- restoring
+
+    def restore(self) -> dict | None:
+        """Seed an empty cache from the committed report (``<results>/reproduce.json``).
+
+        Models are never committed (they are retrained, seeded, when a piece needs them),
+        and a fresh checkout has no cache: this puts back what the report holds, so
+        that finished work is not redone. Written into ``out``: the sweeps' choices;
+        for every finished model, its ``evaluation.json`` (marked ``restored``) and the
+        attack pieces it was made of, so only what is still pending runs; the paired
+        comparisons per seed (``restored_paired.json``), the studies' numbers
+        (``claims/restored.json``) and the timings. Done once per cache
+        (``restored.json``); skipped for a report of another budget.
+
+        Returns:
+            What was restored (``{"from", "models"}``), or None.
+        """
+        marker = self.out / "restored.json"
+        if marker.is_file():
+            return _load_json(marker)
+        source = self.results / "reproduce.json"
+        report = _load_json(source)
+        if not report or report.get("quick") != self.quick:
+            return None
+        budget = json.loads(json.dumps(dataclasses.asdict(self.budget)))
+        if report.get("budget") != budget:
+            logger.warning("Not restoring from %s: it was made with another budget", source)
+            return None
+        def write(path: Path, obj: Any) -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, obj)
+
+        sweep = self.out / "sweep"
+        for name, file in (("sweep", "chosen.json"), ("trades_sweep", "trades_chosen.json")):
+            if report.get(name) and not (sweep / file).is_file():
+                write(sweep / file, report[name])
+        restored = []
+        for method, entry in (report.get("table") or {}).items():
+            for seed, ev in entry["seeds"].items():
+                folder = self.out / "grid" / method / seed
+                if (folder / "evaluation.json").is_file() or (folder / "model.keras").is_file():
+                    continue
+                attacks_ = dict(ev["attacks"])
+                cascade = "autoattack" if ev.get("autoattack") == "standard" else "apgd_ce+apgd_t"
+                rows = {k: attacks_.pop(k) for k in ("apgd_ce+apgd_t", "autoattack")
+                        if k in attacks_}
+                if rows:
+                    write(folder / "eval" / f"{cascade}.json", rows)
+                for name, row in attacks_.items():
+                    write(folder / "eval" / f"{name}.json", row)
+                atomic_write_json(folder / "evaluation.json", {**ev, "restored": True})
+                restored.append(f"grid/{method}/{seed}")
+        log = self.timings()
+        for key, entry in (_load_json(self.results / "timings.json") or {}).items():
+            log.setdefault(key, entry)
+        atomic_write_json(self.timings_path, log)
+        atomic_write_json(self.out / "restored_paired.json", report.get("paired") or {})
+        write(self.out / "claims" / "restored.json", report.get("claims") or {})
+        record = {"from": str(source), "models": restored}
+        atomic_write_json(marker, record)
+        logger.info("Restored %d finished models' evaluations from %s", len(restored), source)
+        return record
+
+    def _restored_pair_seeds(self, pair: str, which: str) -> dict[str, dict]:
+        """The committed report's paired comparison ``pair`` per seed (restored)."""
+        restored = _load_json(self.out / "restored_paired.json") or {}
+        return ((restored.get(pair) or {}).get(which) or {}).get("seeds") or {}
+
+    def _needs_flags(self, p: Planned, plan: Sequence[Planned]) -> bool:
+        """Whether a model whose evaluation was restored must be trained again to pair
+        it image by image with a model of the same seed that the report does not pair it
+        with yet (its per-image results were not committed)."""
+        planned = {(q.method.name, q.seed) for q in plan}
+        for a, b in PAIRED:
+            if p.method.name not in (a, b):
+                continue
+            other = b if a == p.method.name else a
+            if (other, p.seed) in planned and f"seed{p.seed}" not in self._restored_pair_seeds(
+                    f"{a} vs. {b}", "apgd_ce+apgd_t"):
+                if self._robust_images(p.key, "apgd_ce+apgd_t") is None:
+                    return True
+        return False
+
+    def _check_restored(self, p: Planned, path: Path) -> dict:
+        """A model trained again for a restored evaluation: does it give the committed
+        numbers? Its clean and FGSM accuracy on the test subset (seconds) are recomputed
+        and compared; recorded as ``reproduction`` in its ``evaluation.json`` (beside
+        :meth:`_regenerate_flags`' check)."""
+        cache = path.parent / "evaluation.json"
+        ev = json.loads(cache.read_text())
+        check = dict(ev.get("reproduction") or {})
+        loaded: list[keras.Model] = []
+
+        def model() -> keras.Model:
+            if not loaded:
+                loaded.append(models.load(path))
+            return loaded[0]
+
+        folder = path.parent / "eval"
+        if "fgsm" not in check:
+            row = self._attack_piece(p.key, folder, model, "full", "fgsm-reproduced",
+                                     attacks.get("fgsm", eps=EPS), self.budget.test_limit,
+                                     checks=False)
+            was = ev["attacks"]["fgsm"]
+            check["fgsm"] = {"committed": [was["clean_accuracy"], was["accuracy"]],
+                             "recomputed": [row["clean_accuracy"], row["accuracy"]]}
+        check["same"] = all(v["committed"] == v["recomputed"]
+                            for k, v in check.items() if isinstance(v, dict))
+        if not check["same"]:
+            logger.warning("%s trained again does not give its committed numbers: %s",
+                           p.key, check)
+        atomic_write_json(cache, {**ev, "reproduction": check})
+        return check
+
+    def _regenerate_flags(self, p: Planned, path: Path) -> None:
+        """Run the APGD-CE+T cascade again on a retrained model whose evaluation was
+        restored, for its per-image results; compare its accuracy with the committed one."""
+        cache = path.parent / "evaluation.json"
+        ev = json.loads(cache.read_text())
+        stages = next(attack for group, _, _, attack in self._eval_plan(p.method, p.seed)
+                      if group == "autoattack")[:2]  # APGD-CE, APGD-T
+        model = models.load(path)
+        state, _ = self._run_stages(p.key, path.parent / "eval", lambda: model,
+                                    "apgd_ce+apgd_t", stages, self.budget.autoattack_limit)
+        check = dict(ev.get("reproduction") or {})
+        check["apgd_ce+apgd_t"] = {
+            "committed": [ev["attacks"]["apgd_ce+apgd_t"]["accuracy"]],
+            "recomputed": [state["apgd_t"]["accuracy"]]}
+        check["same"] = all(v["committed"] == v["recomputed"]
+                            for k, v in check.items() if isinstance(v, dict))
+        if not check["same"]:
+            logger.warning("%s trained again does not give its committed numbers: %s",
+                           p.key, check)
+        robust = self._robust_images(p.key, "apgd_ce+apgd_t")
+        atomic_write_json(cache, {**ev, "reproduction": check, "robust_images": {
+            **ev.get("robust_images", {}), "apgd_ce+apgd_t": encode_mask(robust)}})
 
     # ---------------------------------------------------------------- base
 
@@ -654,24 +828,19 @@ class Runner:
         atomic_write_json(cache, row)
         return row
 
-    def _cascade_piece(self, key: str, folder: Path, model: Callable[[], keras.Model],
-                       name: str, stages: list, n: int) -> dict[str, dict]:
-        """A worst-case cascade of ``stages`` on the first ``n`` test images.
+    def _run_stages(self, key: str, folder: Path, model: Callable[[], keras.Model],
+                    name: str, stages: list, n: int) -> tuple[dict, float]:
+        """Run the worst-case cascade ``stages`` on the first ``n`` test images.
 
         Each stage attacks only the images every earlier stage left correct; each is
-        timed and cached on its own (with the images still standing), so a kill loses
-        one stage. Returns the ``apgd_ce+apgd_t`` row (after the first two stages) and,
-        for the full AutoAttack, the ``autoattack`` row (after all of them).
+        timed and cached on its own in ``<name>.stages.json`` (with the images still
+        standing), so a kill loses one stage. Returns that state and the clean accuracy.
         """
-        cache = folder / f"{name}.json"
-        if cache.is_file():
-            return json.loads(cache.read_text())
         x, y = self.test[0][:n], self.test[1][:n]
         state_path = folder / f"{name}.stages.json"
         state = _load_json(state_path) or {}
         logits = model().predict(x, batch_size=self.budget.batch_size, verbose=0)
         correct = np.argmax(logits, axis=1) == y
-        clean = float(correct.mean())
         standing = correct.copy()
         for stage_name, stage in stages:
             if stage_name not in state:
@@ -694,12 +863,25 @@ class Runner:
                 atomic_write_json(state_path, state)
             standing = np.zeros(len(y), dtype=bool)
             standing[state[stage_name]["standing"]] = True
+        return state, float(correct.mean())
+
+    def _cascade_piece(self, key: str, folder: Path, model: Callable[[], keras.Model],
+                       name: str, stages: list, n: int) -> dict[str, dict]:
+        """A worst-case cascade of ``stages`` on the first ``n`` test images
+        (:meth:`_run_stages`). Returns the ``apgd_ce+apgd_t`` row (after the first two
+        stages) and, for the full AutoAttack, the ``autoattack`` row (after all of them).
+        """
+        cache = folder / f"{name}.json"
+        if cache.is_file():
+            return json.loads(cache.read_text())
+        state, clean = self._run_stages(key, folder, model, name, stages, n)
+        n = len(self.test[1][:n])
         accuracy = {s: state[s]["accuracy"] for s, _ in stages}
         names = [s for s, _ in stages]
-        rows = {"apgd_ce+apgd_t": _row(accuracy["apgd_t"], len(y), clean,
+        rows = {"apgd_ce+apgd_t": _row(accuracy["apgd_t"], n, clean,
                                        stages={s: accuracy[s] for s in names[:2]})}
         if name == "autoattack":
-            rows["autoattack"] = _row(accuracy[names[-1]], len(y), clean, stages=accuracy)
+            rows["autoattack"] = _row(accuracy[names[-1]], n, clean, stages=accuracy)
         atomic_write_json(cache, rows)
         return rows
 
@@ -740,8 +922,15 @@ class Runner:
         first = rows["fgsm"]
         clean = {"accuracy": first["clean_accuracy"], "n": first["n"],
                  "ci95": list(wilson(round(first["clean_accuracy"] * first["n"]), first["n"]))}
+        # Per image of the AutoAttack subset, whether the model withstood it: committed
+        # with the report, so the paired comparisons survive a fresh checkout.
+        robust = {which: encode_mask(mask) for which in ("apgd_ce+apgd_t", "autoattack")
+                  if (mask := self._robust_images(key, which)) is not None}
+        kept = {k: cached[k] for k in ("restored", "reproduction") if cached and k in cached}
         evaluation = {"model": key, "seed": seed, "clean": clean, "attacks": rows,
-                      "autoattack": version, "pending": pending}
+                      "autoattack": version, "pending": pending,
+                      "robust_images": {**(cached or {}).get("robust_images", {}), **robust},
+                      **kept}
         atomic_write_json(cache, evaluation)
         return evaluation
 
@@ -804,8 +993,10 @@ class Runner:
             state = (_load_json(folder / "apgd_ce+apgd_t.stages.json")
                      or _load_json(folder / "autoattack.stages.json"))
             stage = "apgd_t"
-        if not state:
-            return None
+        if not state:  # a restored evaluation carries them (from a report that had them)
+            ev = _load_json(self.out / key / "evaluation.json") or {}
+            text = (ev.get("robust_images") or {}).get(which)
+            return None if text is None else decode_mask(text, self.budget.autoattack_limit)
         stage = stage or list(state)[-1]
         if stage not in state or (which == "autoattack" and len(state) < 4):
             return None  # a cascade killed before its end
@@ -825,11 +1016,14 @@ class Runner:
             shared = sorted(set(finished.get(a, {})) & set(finished.get(b, {})))
             for which in ("autoattack", "apgd_ce+apgd_t"):
                 seeds = {}
+                restored = self._restored_pair_seeds(f"{a} vs. {b}", which)
                 for seed in shared:
                     ra = self._robust_images(f"grid/{a}/{seed}", which)
                     rb = self._robust_images(f"grid/{b}/{seed}", which)
                     if ra is not None and rb is not None:
                         seeds[seed] = paired_difference(ra, rb)
+                    elif seed in restored:  # from the committed report
+                        seeds[seed] = restored[seed]
                 if not seeds:
                     continue
                 entry = {"n": self.budget.autoattack_limit, "seeds": seeds}
@@ -871,18 +1065,29 @@ class Runner:
                   "pending": [m.name for m in METHODS if m.name not in table],
                   # Read afresh from the studies' files (cheap), not claims.json:
                   # a study finished by another process shows at once.
-                  "claims": summarise_claims(self.out / "claims"),
+                  "claims": merge_claims(_load_json(self.out / "claims" / "restored.json"),
+                                         summarise_claims(self.out / "claims")),
                   "paired": self.paired(finished),
+                  # Models trained again for a restored evaluation: same numbers?
+                  "reproduction": {f"{name}/{seed}": ev["reproduction"]
+                                   for name, evs in finished.items()
+                                   for seed, ev in evs.items() if ev.get("reproduction")},
                   "timings": "timings.json",
                   "command": self.command}
         if figures:
             single_step = [m.name for m in METHODS if m.train_attack == "fgsm_rs"]
+            previous = (_load_json(self.results / "reproduce.json") or {}).get("figures") or {}
             result["figures"] = draw_figures(result, self.out / "claims",
                                              self.results / "figures", timings, single_step)
-            atomic_write_json(self.results / "timings.json", timings)
+            for name, file in previous.items():  # a study not rerun since a restore
+                if result["figures"].get(name) == "pending" and file != "pending" and (
+                        self.results / "figures" / file).is_file():
+                    result["figures"][name] = file
         else:  # between models: keep the figures of the last full report
             previous = _load_json(self.results / "reproduce.json") or {}
             result["figures"] = previous.get("figures", {})
+        # After every model, not only with the figures: a fresh checkout restores from it.
+        atomic_write_json(self.results / "timings.json", timings)
         atomic_write_json(self.results / "reproduce.json", result)
         atomic_write_text(self.results / "table.md", table_markdown(result, timings))
         atomic_write_text(self.results / "claims.md", claims_markdown(result, timings))
@@ -891,8 +1096,12 @@ class Runner:
 
     # ---------------------------------------------------------------- the whole run
 
-    def run(self, stages: tuple[str, ...], methods: tuple[str, ...] | None = None) -> dict:
-        """Run ``stages`` (see :data:`STAGES`) on the grid rows ``methods`` (None: all)."""
+    def run(self, stages: tuple[str, ...], methods: tuple[str, ...] | None = None,
+            seeds: tuple[int, ...] | None = None) -> dict:
+        """Run ``stages`` (see :data:`STAGES`) on the grid rows ``methods`` and ``seeds``
+        (None: all). An empty cache is first seeded from the committed report
+        (:meth:`restore`)."""
+        self.restore()
         if any(s in stages for s in ("base", "sweep", "grid", "claims")):
             self.base()
         if "sweep" in stages:
@@ -903,25 +1112,39 @@ class Runner:
         if (chosen is None or trades is None) and ("grid" in stages or "eval" in stages):
             raise SystemExit("The sweep has not run yet: run the 'sweep' stage first.")
         plan = [p for p in self.plan(chosen, trades)
-                if methods is None or p.method.name in methods]
+                if (methods is None or p.method.name in methods)
+                and (seeds is None or p.seed in seeds)]
         first_seed = self.budget.seeds[0]
         priority = [i for i, p in enumerate(plan)
                     if p.seed == first_seed and p.method.name in PRIORITY]
         claims_after = priority[-1] if priority else None
+        def train(p: Planned) -> Path:
+            logger.info("training %s", p.key)
+            return self._fine_tune(p.key, p.spec, self.fit[0], self.fit[1],
+                                   self.budget.epochs * p.method.epochs_factor, p.seed)
+
         for i, p in enumerate(plan):
             path = self.out / p.key / "model.keras"
-            if "grid" in stages:
-                logger.info("training %s", p.key)
-                path = self._fine_tune(p.key, p.spec, self.fit[0], self.fit[1],
-                                       self.budget.epochs * p.method.epochs_factor, p.seed)
+            restored = (_load_json(path.parent / "evaluation.json") or {}).get("restored")
+            flags = bool(restored) and self._needs_flags(p, plan)
+            if "grid" in stages and (not restored or flags or path.is_file()):
+                path = train(p)
             if "eval" in stages and path.is_file():
                 logger.info("evaluating %s", p.key)
                 self.evaluate_model(p.key, path, p.method, p.seed, black_box=False)
+                if restored:
+                    self._check_restored(p, path)
+                    if flags:
+                        self._regenerate_flags(p, path)
                 self.report(figures=False)  # a killed run still leaves its table
             if i == claims_after and "claims" in stages:
                 self.claims()
         for p in plan if "eval" in stages else ():  # the black-box attacks come last
             path = self.out / p.key / "model.keras"
+            pending = (_load_json(path.parent / "evaluation.json") or {}).get("pending")
+            if pending and not path.is_file() and "grid" in stages:
+                path = train(p)  # a restored evaluation's model, for what is pending
+                self._check_restored(p, path)
             if path.is_file():
                 self.evaluate_model(p.key, path, p.method, p.seed)
                 self.report(figures=False)
@@ -952,6 +1175,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--methods", default=None,
                    help="Comma-separated grid rows to train and evaluate (default: all of "
                         f"{', '.join(m.name for m in METHODS)}).")
+    p.add_argument("--seeds", default=None,
+                   help="Comma-separated seeds of the grid rows to train and evaluate "
+                        "(default: every seed of the budget).")
     args = p.parse_args(argv)
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     unknown = [s for s in stages if s not in STAGES]
@@ -963,11 +1189,20 @@ def main(argv: list[str] | None = None) -> dict:
         bad = [m for m in methods if m not in {x.name for x in METHODS}]
         if bad:
             p.error(f"unknown method(s) {bad}; expected some of {', '.join(x.name for x in METHODS)}")
+    budget = QUICK if args.quick else FULL
+    seeds = None
+    if args.seeds:
+        try:
+            seeds = tuple(int(x) for x in args.seeds.split(",") if x.strip())
+        except ValueError:
+            p.error(f"--seeds expects comma-separated integers. Received: {args.seeds!r}")
+        bad = [x for x in seeds if x not in budget.seeds]
+        if bad:
+            p.error(f"unknown seed(s) {bad}; the budget's seeds are {list(budget.seeds)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     command = " ".join(["experiments/reproduce.py", *(sys.argv[1:] if argv is None else argv)])
-    runner = Runner(Path(args.out), Path(args.results), QUICK if args.quick else FULL, args.quick,
-                    command)
-    return runner.run(stages, methods)
+    runner = Runner(Path(args.out), Path(args.results), budget, args.quick, command)
+    return runner.run(stages, methods, seeds)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import scipy.stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments import claims  # noqa: E402
+from experiments import claims, report  # noqa: E402
 from keras_sns.training import expand_layer_names  # noqa: E402
 
 
@@ -280,13 +280,75 @@ def test_comparisons_report_the_paired_difference_per_seed_and_over_seeds():
                                       "a_only": 9, "b_only": 14, "p_mcnemar": 0.4049}},
         "over_seeds": {"mean": -0.015, "half_width": 0.0635, "n": 2}}}}
     got, text = _verdict({"table": table, "paired": paired}, "C7")
-    assert got == "Inconclusive"  # the rule is the unpaired one; the paired lines inform
+    assert got == "Inconclusive"  # paired: the t-interval over seeds holds 0
+    assert ("sns-rand below pat, judged paired on the same images (APGD-CE+T, t-interval over "
+            "2 seeds [-7.8, +4.9] points; pooled McNemar 14 vs. 29 images, p = 0.032): "
+            "**Inconclusive** (by the unpaired intervals above: Inconclusive).") in text
     assert ("- sns-rand minus pat, APGD-CE+T, paired on the same 500 images (points, 95 % "
             "interval): seed0 -2.0 [-3.5, -0.4] (5 vs. 15 images, McNemar p = 0.041); "
             "seed1 -1.0 [-3.0, +1.0] (9 vs. 14 images, McNemar p = 0.4); mean over 2 seeds "
             "-1.5 ± 6.3.") in text
     # Without a paired entry for the pair, no paired line.
     assert "paired" not in _verdict({"table": table}, "C7")[1]
+
+
+def _seed(a_only, b_only, n=500, low=None, high=None):
+    diff = (a_only - b_only) / n
+    return {"diff": diff, "low": diff - 0.02 if low is None else low,
+            "high": diff + 0.02 if high is None else high, "a_only": a_only, "b_only": b_only,
+            "p_mcnemar": scipy.stats.binomtest(a_only, a_only + b_only).pvalue}
+
+
+def test_paired_verdict_over_seeds_needs_the_t_interval_and_the_pooled_mcnemar_test():
+    seeds = {"seed0": _seed(21, 15), "seed1": _seed(17, 9), "seed2": _seed(14, 5)}
+    diffs = [v["diff"] for v in seeds.values()]
+    over = {"mean": float(np.mean(diffs)), "n": 3,  # the t-interval, by scipy
+            "half_width": scipy.stats.t.ppf(0.975, 2) * scipy.stats.sem(diffs)}
+    verdict, how = claims.paired_verdict({"seeds": seeds, "over_seeds": over})
+    # Pooled: 52 of 81 discordant images for a; two-sided exact binomial test.
+    p = scipy.stats.binomtest(52, 81, 0.5).pvalue
+    assert p < 0.05 and over["mean"] - over["half_width"] > 0
+    assert verdict == "Held" and f"pooled McNemar 52 vs. 29 images, p = {p:.2g}" in how
+    # Mirrored: Not held.
+    mirror = {k: _seed(v["b_only"], v["a_only"]) for k, v in seeds.items()}
+    assert claims.paired_verdict({"seeds": mirror, "over_seeds": {
+        **over, "mean": -over["mean"]}})[0] == "Not held"
+    # The seeds agree but the images are too few to tell (pooled p >= 0.05): Inconclusive.
+    few = {"seed0": _seed(3, 1), "seed1": _seed(3, 1), "seed2": _seed(4, 2)}
+    assert scipy.stats.binomtest(10, 14).pvalue >= 0.05
+    d = [v["diff"] for v in few.values()]
+    tight = {"mean": float(np.mean(d)), "n": 3,
+             "half_width": scipy.stats.t.ppf(0.975, 2) * scipy.stats.sem(d)}
+    assert tight["mean"] - tight["half_width"] > 0
+    assert claims.paired_verdict({"seeds": few, "over_seeds": tight})[0] == "Inconclusive"
+
+
+@pytest.mark.parametrize("low, high, verdict", [(0.001, 0.03, "Held"), (-0.03, -0.001, "Not held"),
+                                                (-0.01, 0.03, "Inconclusive")])
+def test_paired_verdict_of_one_seed_is_its_paired_interval(low, high, verdict):
+    entry = {"seeds": {"seed0": _seed(20, 10, low=low, high=high)}}
+    assert claims.paired_verdict(entry)[0] == verdict
+
+
+def test_c6_is_judged_on_the_pairing_with_the_most_seeds():
+    table = {"pat": _entry(aa=_cell(0.606, 0.043, 1, "AA"), pgd20=_cell(0.63, 0.004),
+                           **{"apgd_ce+apgd_t": _cell(0.614, 0.018)}),
+             "sns-sen": _entry(aa=_cell(0.618, 0.043, 1, "AA"), pgd20=_cell(0.632, 0.017),
+                               **{"apgd_ce+apgd_t": _cell(0.629, 0.025)})}
+    seeds = {"seed0": _seed(21, 15), "seed1": _seed(17, 9), "seed2": _seed(14, 5)}
+    diffs = [v["diff"] for v in seeds.values()]
+    paired = {"sns-sen vs. pat": {
+        "autoattack": {"n": 500, "seeds": {"seed0": seeds["seed0"]}},
+        "apgd_ce+apgd_t": {"n": 500, "seeds": seeds, "over_seeds": report.seed_interval(diffs)}}}
+    got, text = _verdict({"table": table}, "C6")
+    assert got == "Inconclusive"  # the separate intervals overlap
+    got, text = _verdict({"table": table, "paired": paired}, "C6")
+    assert got == "Held"  # three seeds of APGD-CE+T outweigh one of AutoAttack
+    assert "judged paired on the same images (APGD-CE+T, t-interval over 3 seeds" in text
+    # With AutoAttack paired over as many seeds, it decides (here: one seed, inside 0).
+    paired["sns-sen vs. pat"]["apgd_ce+apgd_t"] = {"n": 500, "seeds": {"seed0": seeds["seed0"]}}
+    got, text = _verdict({"table": table, "paired": paired}, "C6")
+    assert got == "Inconclusive" and "(AutoAttack, paired interval" in text
 
 
 @pytest.mark.parametrize("chosen", ["conv2..conv3", ["conv2", "conv3"]])

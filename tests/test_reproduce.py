@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -349,6 +350,40 @@ def test_quick_run_trains_evaluates_resumes_and_reports(tmp_path):
     assert json.loads((out / "timings.json").read_text()) == timings
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.keras")} == stamps
 
+    # A fresh checkout (no cache, the committed results only) restores instead of
+    # redoing: PAT's rows are not trained again, and the report is the same.
+    saved = json.loads((results / "reproduce.json").read_text())
+    ce_t = saved["table"]["pat"]["seeds"]["seed1"]["robust_images"]["apgd_ce+apgd_t"]
+    standing = reproduce.decode_mask(ce_t, reproduce.QUICK.autoattack_limit)
+    assert standing.mean() == saved["table"]["pat"]["seeds"]["seed1"]["attacks"][
+        "apgd_ce+apgd_t"]["accuracy"]
+    # Take away seed 1's per-image results (as in reports made before they were
+    # committed): pairing it with SNS-sen's seed 1 needs PAT's model again.
+    del saved["table"]["pat"]["seeds"]["seed1"]["robust_images"]
+    (results / "reproduce.json").write_text(json.dumps(saved))
+    shutil.rmtree(out)
+    again = reproduce.main(["--quick", "--out", str(out), "--results", str(results),
+                            "--methods", "pat,sns-sen", "--seeds", "1",
+                            "--stages", "grid,eval,report"])
+    assert not (out / "grid" / "pat" / "seed0" / "model.keras").exists()  # not needed
+    assert (out / "grid" / "pat" / "seed1" / "model.keras").is_file()  # trained again...
+    # ...to the same model: its clean, FGSM and APGD-CE+T numbers are the committed ones.
+    check = again["reproduction"]["pat/seed1"]
+    assert check["same"] and check["fgsm"]["committed"] == check["fgsm"]["recomputed"]
+    assert check["apgd_ce+apgd_t"]["recomputed"] == [seed1["apgd_ce+apgd_t"]["accuracy"]]
+    for name, entry in saved["table"].items():  # the restored rows are unchanged
+        assert again["table"][name]["summary"] == entry["summary"], name
+    assert set(again["table"]["sns-sen"]["seeds"]) == {"seed1"}  # the one new row
+    pair = again["paired"]["sns-sen vs. pat"]["apgd_ce+apgd_t"]["seeds"]["seed1"]
+    ev = {m: json.loads((out / "grid" / m / "seed1" / "evaluation.json").read_text())
+          for m in ("sns-sen", "pat")}
+    n = reproduce.QUICK.autoattack_limit
+    assert pair == report.paired_difference(
+        *(reproduce.decode_mask(ev[m]["robust_images"]["apgd_ce+apgd_t"], n)
+          for m in ("sns-sen", "pat")))
+    assert again["claims"] == saved["claims"]  # the studies' numbers, restored
+    assert again["sweep"] == saved["sweep"] and again["trades_sweep"] == saved["trades_sweep"]
+
 
 def test_the_plan_gives_every_trades_row_the_chosen_beta():
     from types import SimpleNamespace
@@ -447,3 +482,34 @@ def test_a_cache_is_never_resumed_with_another_budget(tmp_path):
     path.write_text(json.dumps(older))
     with pytest.raises(SystemExit, match=r"\(sweep_epochs differ\)"):
         reproduce._check_budget(path, dataclasses.replace(reproduce.QUICK, sweep_epochs=2))
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 500])
+def test_masks_round_trip_through_hex(n):
+    rng = np.random.default_rng(n)
+    mask = rng.random(n) < 0.5
+    text = reproduce.encode_mask(mask)
+    assert len(text) == 2 * math.ceil(n / 8)
+    assert np.array_equal(reproduce.decode_mask(text, n), mask)
+    with pytest.raises(ValueError, match=f"Expected at least {8 * len(text) // 2 + 1} bits"):
+        reproduce.decode_mask(text, 8 * len(text) // 2 + 1)
+
+
+def test_merge_claims_keeps_restored_numbers_of_studies_not_rerun():
+    restored = {"C1_mean_spearman": 0.4, "C3_suppression": {"sensitive": [0.9], "layer": "relu4"},
+                "C4_C8_mean_sigma": {"vanilla": {"conv1": 1.0}, "pat": {"conv1": 0.5}}}
+    live = {"C1_mean_spearman": 0.41, "C3_suppression": {"sensitive": None, "layer": None,
+                                                         "random_draws": 0},
+            "C4_C8_mean_sigma": {"vanilla": {"conv1": 1.1}}}
+    assert reproduce.merge_claims(restored, live) == {
+        "C1_mean_spearman": 0.41,  # rerun: the new number
+        "C3_suppression": restored["C3_suppression"],  # not rerun: the restored one
+        "C4_C8_mean_sigma": {"vanilla": {"conv1": 1.1}, "pat": {"conv1": 0.5}}}
+    assert reproduce.merge_claims(None, live) == live
+
+
+def test_seeds_must_be_the_budgets():
+    with pytest.raises(SystemExit):
+        reproduce.main(["--quick", "--seeds", "7"])
+    with pytest.raises(SystemExit):
+        reproduce.main(["--quick", "--seeds", "one"])
