@@ -176,6 +176,9 @@ class Budget:
     #: (seed 0 of every method) or "full_autoattack" (seed 0 of the four models that
     #: get the full AutoAttack). The others show "—" in the table.
     black_box_scope: str = "all"
+    #: SPSA and NAttack run (and are cached, and committed) this many images at a time:
+    #: on 200 images each is an hour or more per model, longer than a session may last.
+    black_box_chunk: int = 50
 
     def __post_init__(self) -> None:
         if self.black_box_scope not in BLACK_BOX_SCOPES:
@@ -193,7 +196,8 @@ QUICK = Budget(train_limit=256, vanilla_epochs=1, epochs=1, steps=2, sweep_limit
                sweep_epochs=1, val_limit=64, test_limit=64, cw_limit=16, autoattack_limit=16,
                black_box_limit=8, autoattack_steps=3, eval_steps=3, square_queries=10,
                cw_steps=3, spsa_iterations=1, nattack_iterations=1, lambdas=(0.2, 1.0),
-               trades_betas=(1.0, 6.0), layer_sets=("conv3,conv4",), seeds=(0, 1))
+               trades_betas=(1.0, 6.0), layer_sets=("conv3,conv4",), seeds=(0, 1),
+               black_box_chunk=4)
 
 
 @dataclass(frozen=True)
@@ -471,7 +475,10 @@ class Runner:
         if not report or report.get("quick") != self.quick:
             return None
         budget = json.loads(json.dumps(dataclasses.asdict(self.budget)))
-        if report.get("budget") != budget:
+        recorded = report.get("budget") or {}
+        # A field the report lacks (added to Budget later) governs pieces it does not hold.
+        if not recorded or any(recorded[k] != budget[k] for k in recorded if k in budget) or (
+                set(recorded) - set(budget)):
             logger.warning("Not restoring from %s: it was made with another budget", source)
             return None
         def write(path: Path, obj: Any) -> None:
@@ -496,6 +503,8 @@ class Runner:
                     write(folder / "eval" / f"{cascade}.json", rows)
                 for name, row in attacks_.items():
                     write(folder / "eval" / f"{name}.json", row)
+                for name, state in (ev.get("partial") or {}).items():  # chunks done so far
+                    write(folder / "eval" / f"{name}.chunks.json", state)
                 atomic_write_json(folder / "evaluation.json", {**ev, "restored": True})
                 restored.append(f"grid/{method}/{seed}")
         log = self.timings()
@@ -828,6 +837,43 @@ class Runner:
         atomic_write_json(cache, row)
         return row
 
+    def _chunked_piece(self, key: str, folder: Path, model: Callable[[], keras.Model],
+                       name: str, attack, n: int,
+                       on_chunk: Callable[[str, dict], None] | None = None) -> dict:
+        """A black-box attack on the first ``n`` test images, :attr:`Budget.black_box_chunk`
+        at a time: each chunk is timed and cached in ``<name>.chunks.json`` and handed to
+        ``on_chunk`` (which commits it with the report), so a kill loses one chunk."""
+        cache = folder / f"{name}.json"
+        if cache.is_file():
+            return json.loads(cache.read_text())
+        state_path = folder / f"{name}.chunks.json"
+        state = _load_json(state_path) or {"chunk": self.budget.black_box_chunk, "done": []}
+        step = state["chunk"]  # a resumed piece keeps the chunks it started with
+        for start in range(len(state["done"]) * step, n, step):
+            x = self.test[0][start:min(start + step, n)]
+            y = self.test[1][start:min(start + step, n)]
+            result = self._timed(
+                f"eval:{key}:{name}/{start}",
+                lambda x=x, y=y: evaluate(model(), (x, y), [attack], cascade=False,
+                                          checks=False, batch_size=self.budget.batch_size),
+                kind="eval", model=key, group="black_box", attack=name, n=len(x))
+            r, m = result.rows[0], result.num_examples
+            state["done"].append({"start": start, "n": m,
+                                  "correct": round(result.clean_accuracy * m),
+                                  "robust": round(r.accuracy * m), "ran_on": r.ran_on,
+                                  "fooled": r.fooled, "warnings": result.warnings})
+            atomic_write_json(state_path, state)
+            if on_chunk is not None:
+                on_chunk(name, state)
+        done = state["done"]
+        total = sum(d["n"] for d in done)
+        row = _row(sum(d["robust"] for d in done) / total, total,
+                   sum(d["correct"] for d in done) / total,
+                   ran_on=sum(d["ran_on"] for d in done), fooled=sum(d["fooled"] for d in done),
+                   warnings=sorted({w for d in done for w in d["warnings"]}), chunks=len(done))
+        atomic_write_json(cache, row)
+        return row
+
     def _run_stages(self, key: str, folder: Path, model: Callable[[], keras.Model],
                     name: str, stages: list, n: int) -> tuple[dict, float]:
         """Run the worst-case cascade ``stages`` on the first ``n`` test images.
@@ -910,29 +956,42 @@ class Runner:
         rows: dict[str, dict] = {}
         version = None
         pending = []
-        for group, name, n, attack in self._eval_plan(m, seed):
+        plan = self._eval_plan(m, seed)
+        kept = {k: cached[k] for k in ("restored", "reproduction") if cached and k in cached}
+
+        def write(rows: dict, pending: list, **extra) -> dict:
+            first = rows["fgsm"]
+            n = first["n"]
+            clean = {"accuracy": first["clean_accuracy"], "n": n,
+                     "ci95": list(wilson(round(first["clean_accuracy"] * n), n))}
+            # Per image of the AutoAttack subset, whether the model withstood it:
+            # committed with the report, so the paired comparisons survive a fresh checkout.
+            robust = {which: encode_mask(mask) for which in ("apgd_ce+apgd_t", "autoattack")
+                      if (mask := self._robust_images(key, which)) is not None}
+            evaluation = {"model": key, "seed": seed, "clean": clean, "attacks": dict(rows),
+                          "autoattack": version, "pending": pending,
+                          "robust_images": {**(cached or {}).get("robust_images", {}),
+                                            **robust}, **kept, **extra}
+            atomic_write_json(cache, evaluation)
+            return evaluation
+
+        def on_chunk(name: str, state: dict) -> None:  # a black-box chunk: commit it
+            rest = [p[1] for p in plan if p[0] == "black_box" and p[1] not in rows]
+            write(rows, rest, partial={name: state})
+            self.report(figures=False)
+
+        for group, name, n, attack in plan:
             if group == "black_box" and not black_box:
                 pending.append(name)
+            elif group == "black_box":
+                rows[name] = self._chunked_piece(key, folder, model, name, attack, n, on_chunk)
             elif group == "autoattack":
                 version = "standard" if name == "autoattack" else "apgd_ce+apgd_t"
                 rows.update(self._cascade_piece(key, folder, model, name, attack, n))
             else:
                 rows[name] = self._attack_piece(key, folder, model, group, name, attack, n,
                                                 checks=name == "fgsm")
-        first = rows["fgsm"]
-        clean = {"accuracy": first["clean_accuracy"], "n": first["n"],
-                 "ci95": list(wilson(round(first["clean_accuracy"] * first["n"]), first["n"]))}
-        # Per image of the AutoAttack subset, whether the model withstood it: committed
-        # with the report, so the paired comparisons survive a fresh checkout.
-        robust = {which: encode_mask(mask) for which in ("apgd_ce+apgd_t", "autoattack")
-                  if (mask := self._robust_images(key, which)) is not None}
-        kept = {k: cached[k] for k in ("restored", "reproduction") if cached and k in cached}
-        evaluation = {"model": key, "seed": seed, "clean": clean, "attacks": rows,
-                      "autoattack": version, "pending": pending,
-                      "robust_images": {**(cached or {}).get("robust_images", {}), **robust},
-                      **kept}
-        atomic_write_json(cache, evaluation)
-        return evaluation
+        return write(rows, pending)
 
     # ---------------------------------------------------------------- claims
 

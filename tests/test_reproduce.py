@@ -324,11 +324,26 @@ def test_quick_run_trains_evaluates_resumes_and_reports(tmp_path):
         assert t["started"] <= t["finished"], piece
     # Interleaved: seed 0's white-box evaluation, and the claims on it, before seed 1
     # trained; the black-box attacks (hours per model at full size) after every model.
-    black_box = {k: t for k, t in timings.items()
-                 if k.startswith("eval:") and k.split(":")[-1] in ("spsa", "nattack")}
+    black_box = {k: t for k, t in timings.items() if t.get("group") == "black_box"}
     evals = {k: t for k, t in timings.items() if k.startswith("eval:grid/pat/seed0")}
+    # SPSA and NAttack run in chunks of black_box_chunk images, each cached on its own.
+    chunk, limit = reproduce.QUICK.black_box_chunk, reproduce.QUICK.black_box_limit
     assert {k for k in black_box if k in evals} == {
-        "eval:grid/pat/seed0:spsa", "eval:grid/pat/seed0:nattack"}
+        f"eval:grid/pat/seed0:{a}/{start}" for a in ("spsa", "nattack")
+        for start in range(0, limit, chunk)}
+    for name in ("spsa", "nattack"):
+        row = entry["seeds"]["seed0"]["attacks"][name]
+        assert row["n"] == limit and row["chunks"] == limit // chunk
+        chunks = json.loads((out / "grid" / "pat" / "seed0" / "eval" /
+                             f"{name}.chunks.json").read_text())["done"]
+        assert row["accuracy"] == sum(c["robust"] for c in chunks) / limit
+        assert row["clean_accuracy"] == sum(c["correct"] for c in chunks) / limit
+        assert row["accuracy"] <= row["clean_accuracy"]
+    # The chunks' clean count is the model's on the first `limit` test images.
+    x, y = reproduce.data.load_arrays("fashion_mnist", "test", limit=limit)[:2]
+    model = reproduce.models.load(out / "grid" / "pat" / "seed0" / "model.keras")
+    predicted = np.argmax(model.predict(x, verbose=0), axis=1)
+    assert row["clean_accuracy"] == np.mean(predicted == y)
     seed0_done = max(t["finished"] for k, t in evals.items() if k not in black_box)
     assert seed0_done <= timings["claims:all"]["started"]
     assert timings["claims:vanilla"]["finished"] <= timings["train:grid/pat/seed1"]["started"]
@@ -513,3 +528,44 @@ def test_seeds_must_be_the_budgets():
         reproduce.main(["--quick", "--seeds", "7"])
     with pytest.raises(SystemExit):
         reproduce.main(["--quick", "--seeds", "one"])
+
+
+def test_restore_puts_back_evaluations_chunks_and_choices_and_skips_other_budgets(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    budget = json.loads(json.dumps(dataclasses.asdict(reproduce.QUICK)))
+    del budget["black_box_chunk"]  # a report older than that field still restores
+    row = {"accuracy": 0.5, "ci95": [0.2, 0.8], "n": 8, "clean_accuracy": 0.75}
+    chunks = {"chunk": 4, "done": [{"start": 0, "n": 4, "correct": 3, "robust": 2, "ran_on": 3,
+                                    "fooled": 1, "warnings": []}]}
+    ev = {"model": "grid/pat/seed0", "seed": 0, "attacks": {
+        "fgsm": row, "apgd_ce+apgd_t": row, "autoattack": row}, "autoattack": "standard",
+        "pending": ["spsa", "nattack"], "partial": {"spsa": chunks}}
+    report_ = {"quick": True, "budget": budget, "sweep": {"chosen": {"lam": 1.0}},
+               "trades_sweep": {"chosen": {"beta": 1.0}},
+               "table": {"pat": {"seeds": {"seed0": ev}}},
+               "paired": {"a vs. b": {"apgd_ce+apgd_t": {"seeds": {"seed0": {"diff": 0.1}}}}},
+               "claims": {"C1_mean_spearman": 0.4}}
+    (results / "reproduce.json").write_text(json.dumps(report_))
+    runner = reproduce.Runner(tmp_path / "runs", results, reproduce.QUICK, True)
+    assert runner.restore() == {"from": str(results / "reproduce.json"),
+                                "models": ["grid/pat/seed0"]}
+    folder = runner.out / "grid" / "pat" / "seed0"
+    assert json.loads((folder / "evaluation.json").read_text()) == {**ev, "restored": True}
+    assert json.loads((folder / "eval" / "fgsm.json").read_text()) == row
+    # The cascade's rows go together, under the cascade's name; the chunks done so far too.
+    assert json.loads((folder / "eval" / "autoattack.json").read_text()) == {
+        "apgd_ce+apgd_t": row, "autoattack": row}
+    assert json.loads((folder / "eval" / "spsa.chunks.json").read_text()) == chunks
+    assert json.loads((runner.out / "sweep" / "chosen.json").read_text()) == {"chosen": {"lam": 1.0}}
+    assert runner._restored_pair_seeds("a vs. b", "apgd_ce+apgd_t") == {"seed0": {"diff": 0.1}}
+    assert json.loads((runner.out / "claims" / "restored.json").read_text()) == report_["claims"]
+    # Once per cache: a second call reads the record and writes nothing.
+    (folder / "evaluation.json").unlink()
+    assert runner.restore()["models"] == ["grid/pat/seed0"]
+    assert not (folder / "evaluation.json").exists()
+    # A report of another budget is not restored.
+    report_["budget"] = {**budget, "test_limit": 65}
+    (results / "reproduce.json").write_text(json.dumps(report_))
+    other = reproduce.Runner(tmp_path / "other", results, reproduce.QUICK, True)
+    assert other.restore() is None and not (tmp_path / "other" / "grid").exists()
