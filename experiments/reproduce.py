@@ -3,7 +3,15 @@
 One command, resumable and seeded. Every finished piece is cached under ``--out``
 (models as ``.keras``, everything else as small JSON) and skipped when the command runs
 again, so a killed run loses at most the piece it was working on (one model's training,
-one attack of one evaluation, or one AutoAttack stage):
+one attack of one evaluation, one AutoAttack stage, or one chunk of 50 images of SPSA or
+NAttack). The cache is not committed (models are not), but everything the report needs
+is: an empty cache (a fresh checkout) is first seeded from ``<results>/reproduce.json``
+(:meth:`Runner.restore`: the sweeps' choices, every finished evaluation with its attack
+pieces, per-image AutoAttack results, black-box chunks done so far, the paired
+comparisons, the studies' numbers, the timings). A model is trained again (seeded, in
+float32: the same model on every CPU this has run on, which the runner checks against
+the committed clean and FGSM accuracy) only when a piece still needs it. ``--seeds``
+and ``--methods`` pick grid rows:
 
 1. ``base``: the vanilla ``small_cnn`` every method fine-tunes from.
 2. ``sweep``: the SNS hyperparameters (lambda, layers, freezing) chosen on the
@@ -1198,12 +1206,20 @@ class Runner:
                 self.report(figures=False)  # a killed run still leaves its table
             if i == claims_after and "claims" in stages:
                 self.claims()
-        for p in plan if "eval" in stages else ():  # the black-box attacks come last
+        # The black-box attacks come last. A restored evaluation's model is trained again
+        # first (all of them before the first attack, so the studies can use them).
+        black_box = [p for p in plan if "eval" in stages]
+        retrained = False
+        for p in black_box:
             path = self.out / p.key / "model.keras"
             pending = (_load_json(path.parent / "evaluation.json") or {}).get("pending")
             if pending and not path.is_file() and "grid" in stages:
-                path = train(p)  # a restored evaluation's model, for what is pending
-                self._check_restored(p, path)
+                self._check_restored(p, train(p))
+                retrained = True
+        if retrained and "claims" in stages:
+            self.claims()
+        for p in black_box:
+            path = self.out / p.key / "model.keras"
             if path.is_file():
                 self.evaluate_model(p.key, path, p.method, p.seed)
                 self.report(figures=False)
