@@ -11,7 +11,7 @@ pieces, per-image AutoAttack results, black-box chunks done so far, the paired
 comparisons, the studies' numbers, the timings). A model is trained again (seeded, in
 float32: the same model on every CPU this has run on, which the runner checks against
 the committed clean and FGSM accuracy) only when a piece still needs it. ``--seeds``
-and ``--methods`` pick grid rows:
+and ``--methods`` pick grid rows. The stages:
 
 1. ``base``: the vanilla ``small_cnn`` every method fine-tunes from.
 2. ``sweep``: the SNS hyperparameters (lambda, layers, freezing) chosen on the
