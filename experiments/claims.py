@@ -142,14 +142,14 @@ CLAIM_RULES: dict[str, ClaimRule] = {
         "it was changed after PAT's and SNS-sen's three seeds were in and before TRADES' "
         "third, and its verdict is still reported beside the new one.) ALP, TRADES and "
         "TRADES+SNS vs. TRADES are judged the same way and reported.",
-        ("robust_accuracy",)),
+        ("robust_accuracy", "paired_differences")),
     "C7": ClaimRule(
         "random neurons do worse than PAT (sec. V, ablation)",
         "SNS-rand, stabilising random neurons, is less robust than PAT (L-inf PGD: "
         "35.5 ± 0.3 % vs. 37.4 %).",
         "Paired as in C6, on SNS-rand minus PAT: Held if it is below 0 by C6's rule, Not "
         "held if above, else Inconclusive.",
-        ("robust_accuracy",)),
+        ("robust_accuracy", "paired_differences")),
     "C8": ClaimRule(
         "SNS lowers the sensitivity of its layers below PAT's (Fig. 17)",
         "After SNS training the neurons of the SNS layers (conv8-conv13) are far less "

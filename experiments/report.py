@@ -288,6 +288,37 @@ def robust_bars(result: Mapping[str, Any]) -> dict[str, Any]:
             "series": series}
 
 
+def paired_rows(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The data of the paired-differences figure
+    (:func:`result_figures.paired_differences_figure`): per comparison of the report's
+    ``paired``, in points of accuracy, the attack paired over the most seeds (standard
+    AutoAttack on a tie), each seed's difference with its paired interval and, over two
+    or more seeds, the mean with its t-interval.
+    """
+    rows = []
+    for pair, entries in (result.get("paired") or {}).items():
+        options = [(len(entries[k]["seeds"]), k == "autoattack", k, label)
+                   for k, label in (("autoattack", "AutoAttack"), ("apgd_ce+apgd_t", "APGD-CE+T"))
+                   if entries.get(k)]
+        if not options:
+            continue
+        _, _, key, label = max(options)
+        entry = entries[key]
+        over = entry.get("over_seeds")
+        mean = None if not over or over["n"] < 2 else {
+            "value": 100 * over["mean"], "low": 100 * (over["mean"] - over["half_width"]),
+            "high": 100 * (over["mean"] + over["half_width"])}
+        rows.append({"label": f"{pair.replace(' vs. ', ' minus ')} ({label}, "
+                              f"{len(entry['seeds'])} seed{'s' if len(entry['seeds']) > 1 else ''})",
+                     "seeds": [{"value": 100 * d["diff"], "low": 100 * d["low"],
+                                "high": 100 * d["high"]} for d in entry["seeds"].values()],
+                     "mean": mean})
+    n = next((e.get("n") for entries in (result.get("paired") or {}).values()
+              for e in entries.values() if e), None)
+    return {"title": f"A minus B on the same {n} test images\n(L-inf eps = {result.get('eps')})",
+            "xlabel": "accuracy of A minus accuracy of B (points)", "rows": rows}
+
+
 def train_timing(timings: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
     """The timing entry (``wall_s``, ``cpu_s``, ...) of seed 0's training of grid method
     ``name``, or None if it has not trained yet."""
@@ -483,7 +514,8 @@ def draw_figures(result: Mapping[str, Any], claims_dir: str | Path, folder: str 
     Drawn here (100 dpi): (a) ``lambda_sweep`` and (b) ``layer_study``, the SNS sweep on
     the validation split with PAT's reference, and ``trades_beta_sweep``, TRADES' beta;
     (c) ``robust_accuracy``, PGD-20, APGD-CE+T and AutoAttack per method with 95 %
-    intervals, and ``cost_accuracy``, APGD-CE+T against training CPU seconds (seed 0,
+    intervals, ``paired_differences``, each comparison of the claims on the same images
+    (:func:`paired_rows`), and ``cost_accuracy``, APGD-CE+T against training CPU seconds (seed 0,
     :func:`cost_points`; it needs ``timings``); (d) ``layer_sigma``, the
     mean sensitivity per layer of the claims' models (C4, C8); (e) ``ratio_vs_eps``, the
     ratio of ReLU vs. conv layers against eps (C5). Copied from the studies
@@ -525,6 +557,9 @@ def draw_figures(result: Mapping[str, Any], claims_dir: str | Path, folder: str 
         trades, (sweep or {}).get("pat_reference"))) if trades else None)
     draw("robust_accuracy", (lambda: result_figures.interval_bars_figure(robust_bars(result)))
          if result["table"] else None)
+    paired = paired_rows(result)
+    draw("paired_differences", (lambda: result_figures.paired_differences_figure(paired))
+         if paired["rows"] else None)
     costs = cost_points(result, timings or {}, highlight)
     draw("cost_accuracy", (lambda: result_figures.cost_accuracy_figure(costs))
          if costs["points"] else None)

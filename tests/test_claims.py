@@ -289,7 +289,7 @@ def test_comparisons_report_the_paired_difference_per_seed_and_over_seeds():
             "seed1 -1.0 [-3.0, +1.0] (9 vs. 14 images, McNemar p = 0.4); mean over 2 seeds "
             "-1.5 ± 6.3.") in text
     # Without a paired entry for the pair, no paired line.
-    assert "paired" not in _verdict({"table": table}, "C7")[1]
+    assert "paired on the same" not in _verdict({"table": table}, "C7")[1]
 
 
 def _seed(a_only, b_only, n=500, low=None, high=None):

@@ -20,6 +20,7 @@ from experiments import claims, report, reproduce  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = {"lambda_sweep", "layer_study", "trades_beta_sweep", "robust_accuracy", "cost_accuracy",
+           "paired_differences",
            "layer_sigma", "ratio_vs_eps",
            "ratio_vs_eps_layers", "suppression", "targeted", "sensitivity_profile",
            "sensitivity_ratio"}
@@ -290,9 +291,12 @@ def test_quick_run_trains_evaluates_resumes_and_reports(tmp_path):
         assert row[1].startswith("0 of") and set(row[2:]) == {"pending"}, method
     assert set(saved["pending"]) == {m.name for m in reproduce.METHODS} - {"pat"}
 
-    # Every figure was drawn: a small PNG.
+    # Every figure was drawn: a small PNG; the paired comparisons need two methods.
     assert set(saved["figures"]) == FIGURES
+    assert saved["figures"]["paired_differences"] == "pending"
     for name, file in saved["figures"].items():
+        if name == "paired_differences":
+            continue
         data = (results / "figures" / file).read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) < 150_000, name
 
@@ -397,6 +401,8 @@ def test_quick_run_trains_evaluates_resumes_and_reports(tmp_path):
         *(reproduce.decode_mask(ev[m]["robust_images"]["apgd_ce+apgd_t"], n)
           for m in ("sns-sen", "pat")))
     assert again["claims"] == saved["claims"]  # the studies' numbers, restored
+    png = (results / "figures" / again["figures"]["paired_differences"]).read_bytes()
+    assert png[:8] == PNG_MAGIC and len(png) < 150_000
     assert again["sweep"] == saved["sweep"] and again["trades_sweep"] == saved["trades_sweep"]
 
 
@@ -569,3 +575,29 @@ def test_restore_puts_back_evaluations_chunks_and_choices_and_skips_other_budget
     (results / "reproduce.json").write_text(json.dumps(report_))
     other = reproduce.Runner(tmp_path / "other", results, reproduce.QUICK, True)
     assert other.restore() is None and not (tmp_path / "other" / "grid").exists()
+
+
+def test_paired_rows_take_the_attack_paired_over_the_most_seeds():
+    seed = {"diff": 0.012, "low": -0.012, "high": 0.036}
+    result = {"eps": 0.1, "paired": {
+        "sns-sen vs. pat": {
+            "autoattack": {"n": 500, "seeds": {"seed0": seed}},
+            "apgd_ce+apgd_t": {"n": 500, "seeds": {"seed0": seed, "seed1": {
+                "diff": 0.016, "low": -0.004, "high": 0.036}},
+                "over_seeds": {"mean": 0.014, "half_width": 0.0254, "n": 2}}},
+        "pat vs. trades": {"autoattack": {"n": 500, "seeds": {"seed0": {
+            "diff": 0.028, "low": 0.003, "high": 0.053}}},
+            "apgd_ce+apgd_t": {"n": 500, "seeds": {"seed0": {
+                "diff": 0.028, "low": 0.003, "high": 0.053}}}}}}
+    data = report.paired_rows(result)
+    assert data["title"].startswith("A minus B on the same 500 test images")
+    first, second = data["rows"]
+    assert first["label"] == "sns-sen minus pat (APGD-CE+T, 2 seeds)"
+    assert [c["value"] for c in first["seeds"]] == pytest.approx([1.2, 1.6])
+    assert (first["mean"]["value"], first["mean"]["low"], first["mean"]["high"]) == (
+        pytest.approx(1.4), pytest.approx(1.4 - 2.54), pytest.approx(1.4 + 2.54))
+    # A tie in seeds goes to the standard AutoAttack; one seed has no mean.
+    assert second["label"] == "pat minus trades (AutoAttack, 1 seed)" and second["mean"] is None
+    assert second["seeds"] == [{"value": pytest.approx(2.8), "low": pytest.approx(0.3),
+                                "high": pytest.approx(5.3)}]
+    assert report.paired_rows({"eps": 0.1})["rows"] == []

@@ -475,6 +475,28 @@ def test_interval_bars_figure_draws_values_intervals_and_pending_groups():
         result_figures.interval_bars_figure({**data, "groups": []})
 
 
+def test_paired_differences_figure_draws_seeds_means_and_zero():
+    data = {"title": "A minus B", "xlabel": "accuracy of A minus accuracy of B (points)",
+            "rows": [{"label": "sns-sen minus pat", "mean": {"value": 1.5, "low": 0.8, "high": 2.3},
+                      "seeds": [{"value": 1.2, "low": -1.2, "high": 3.6},
+                                {"value": 1.8, "low": 0.1, "high": 3.6}]},
+                     {"label": "sns-sen minus alp", "mean": None,
+                      "seeds": [{"value": 3.8, "low": 1.7, "high": 5.9}]}]}
+    (ax,) = _check_labels(result_figures.paired_differences_figure(data))
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["sns-sen minus alp",
+                                                            "sns-sen minus pat"]
+    bars = [c for c in ax.containers if hasattr(c, "has_xerr") and c.has_xerr]
+    points = sorted((float(c.lines[0].get_xdata()[0]), *(
+        sorted(float(v) for seg in c.lines[2][0].get_segments() for v in (seg[0][0], seg[1][0]))))
+        for c in bars)
+    # Three seed points and one mean, each spanning its interval.
+    assert points == [pytest.approx(p) for p in [(1.2, -1.2, 3.6), (1.5, 0.8, 2.3),
+                                                 (1.8, 0.1, 3.6), (3.8, 1.7, 5.9)]]
+    assert any(line.get_xdata()[0] == 0.0 for line in ax.get_lines())  # the zero line
+    with pytest.raises(ValueError, match="Expected at least one row"):
+        result_figures.paired_differences_figure({**data, "rows": []})
+
+
 def test_cost_accuracy_figure_draws_points_intervals_and_the_highlighted_group():
     data = {"title": "Robust accuracy against training cost", "xlabel": "training cost (CPU s)",
             "ylabel": "accuracy (%)", "highlight_label": "single-step training",

@@ -4,7 +4,8 @@ These draw the reproduction's own data, not a single study's dict:
 :func:`lambda_sweep_figure` and :func:`layer_study_figure` (the SNS hyperparameter
 sweep on the validation split, with PAT's reference), :func:`trades_beta_figure` (TRADES'
 beta sweep, likewise), :func:`interval_bars_figure`
-(accuracy per method with 95 % intervals), :func:`cost_accuracy_figure` (accuracy
+(accuracy per method with 95 % intervals), :func:`paired_differences_figure` (two models'
+accuracy difference on the same images, per seed and over seeds), :func:`cost_accuracy_figure` (accuracy
 against training cost, one labelled point per method), :func:`layer_sigma_figure` (mean
 sensitivity per layer and model) and :func:`ratio_kinds_figure` (the eps-sweep's ratios
 of ReLU and conv layers on one panel per model). Each returns a
@@ -38,7 +39,8 @@ from keras_sns.studies.figures import (
 )
 
 __all__ = ["cost_accuracy_figure", "interval_bars_figure", "lambda_sweep_figure", "layer_sigma_figure",
-           "layer_study_figure", "ratio_kinds_figure", "trades_beta_figure"]
+           "layer_study_figure", "paired_differences_figure", "ratio_kinds_figure",
+           "trades_beta_figure"]
 
 _PERCENT = "accuracy (%)"
 _PAT_STYLE = {"color": "gray", "linewidth": 1.2}
@@ -260,6 +262,57 @@ def cost_accuracy_figure(data: Mapping[str, Any]) -> Figure:
     ax.set_title(data["title"])
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def paired_differences_figure(data: Mapping[str, Any]) -> Figure:
+    """Differences of two models' accuracy on the same images, one row per comparison:
+    each seed's difference as a dot with its paired 95 % interval (thin), the mean over
+    seeds as a diamond with its 95 % t-interval (thick), and a line at 0.
+
+    Args:
+        data: ``{"title", "xlabel", "rows": [{"label", "seeds": [{"value", "low",
+            "high"}, ...], "mean": {"value", "low", "high"} or None}, ...]}``, in the x
+            axis' unit; ``mean`` None for one seed.
+
+    Returns:
+        The figure.
+
+    Example:
+        >>> fig = paired_differences_figure({"title": "A minus B", "xlabel": "points",
+        ...     "rows": [{"label": "sns-sen minus pat", "seeds": [{"value": 1.2, "low": -1.2,
+        ...     "high": 3.6}], "mean": None}]})
+    """
+    rows = list(data["rows"])
+    if not rows:
+        raise ValueError("Expected at least one row. Received: rows=[]")
+    fig, (ax,) = panel_grid(1, size=(7.6, 0.55 * len(rows) + 1.6))
+    seed_drawn = mean_drawn = False
+    for i, row in enumerate(rows):
+        y = len(rows) - 1 - i
+        n = len(row["seeds"])
+        for j, cell in enumerate(row["seeds"]):
+            dy = (j - (n - 1) / 2) * 0.12
+            ax.errorbar([cell["value"]], [y + 0.12 + dy], xerr=[[cell["value"] - cell["low"]],
+                                                           [cell["high"] - cell["value"]]],
+                        fmt="o", markersize=3.5, capsize=2, linewidth=0.8, color="C0",
+                        alpha=0.8, label=None if seed_drawn else "one seed (paired 95 % interval)")
+            seed_drawn = True
+        mean = row.get("mean")
+        if mean is not None:
+            ax.errorbar([mean["value"]], [y - 0.2], xerr=[[mean["value"] - mean["low"]],
+                                                        [mean["high"] - mean["value"]]],
+                        fmt="D", markersize=6, capsize=4, linewidth=2.2, color="C3",
+                        label=None if mean_drawn else "mean over seeds (95 % t-interval)")
+            mean_drawn = True
+    ax.axvline(0.0, color="gray", linewidth=1.0)
+    ax.set_yticks(range(len(rows)), [r["label"] for r in reversed(rows)])
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_ylabel(data.get("ylabel", "comparison (attack, seeds)"))
+    ax.set_xlabel(data["xlabel"])
+    ax.set_title(data["title"])
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize="small", loc="lower right")
     return fig
 
 
