@@ -401,6 +401,10 @@ def test_quick_run_trains_evaluates_resumes_and_reports(tmp_path):
         *(reproduce.decode_mask(ev[m]["robust_images"]["apgd_ce+apgd_t"], n)
           for m in ("sns-sen", "pat")))
     assert again["claims"] == saved["claims"]  # the studies' numbers, restored
+    # The retraining is timed on its own; the first training's timing stays.
+    rerun = json.loads((out / "timings.json").read_text())
+    assert rerun["train:grid/pat/seed1"] == timings["train:grid/pat/seed1"]
+    assert rerun["rerun:train:grid/pat/seed1"]["kind"] == "rerun-train"
     png = (results / "figures" / again["figures"]["paired_differences"]).read_bytes()
     assert png[:8] == PNG_MAGIC and len(png) < 150_000
     assert again["sweep"] == saved["sweep"] and again["trades_sweep"] == saved["trades_sweep"]
@@ -554,8 +558,10 @@ def test_restore_puts_back_evaluations_chunks_and_choices_and_skips_other_budget
                "claims": {"C1_mean_spearman": 0.4}}
     (results / "reproduce.json").write_text(json.dumps(report_))
     runner = reproduce.Runner(tmp_path / "runs", results, reproduce.QUICK, True)
+    (results / "timings.json").write_text(json.dumps({"base": {"wall_s": 1.0}}))
     assert runner.restore() == {"from": str(results / "reproduce.json"),
-                                "models": ["grid/pat/seed0"]}
+                                "models": ["grid/pat/seed0"], "timings": ["base"]}
+    assert runner.timings() == {"base": {"wall_s": 1.0}}
     folder = runner.out / "grid" / "pat" / "seed0"
     assert json.loads((folder / "evaluation.json").read_text()) == {**ev, "restored": True}
     assert json.loads((folder / "eval" / "fgsm.json").read_text()) == row
