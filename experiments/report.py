@@ -465,10 +465,16 @@ def timing_markdown(timings: Mapping[str, Any]) -> list[str]:
             "model", "group", "attack", "cpu_model", "load1_start", "load1_end", ...}}``.
 
     Returns:
-        Markdown lines: one row per grid model (training and each evaluation group), the
-        base, sweep and claims totals, and every AutoAttack stage.
+        Markdown lines: one row per grid model (training and each evaluation group, as
+        first done), the base, sweep and claims totals, what was done again after a
+        restore (``rerun:`` pieces and the reproduction checks), and every AutoAttack stage.
     """
-    entries = [e for e in timings.values() if isinstance(e, dict) and "wall_s" in e]
+    every = [e for e in timings.values() if isinstance(e, dict) and "wall_s" in e]
+
+    def redo(e: Mapping[str, Any]) -> bool:  # done again after a restore, or its check
+        return str(e.get("kind", "")).startswith("rerun") or e.get("attack") == "fgsm-reproduced"
+
+    entries = [e for e in every if not redo(e)]
     cpus = cpus_seen(timings) or ["—"]
     lines = [
         "## What it cost (wall s / CPU s)",
@@ -492,7 +498,8 @@ def timing_markdown(timings: Mapping[str, Any]) -> list[str]:
               "sweep (every run and its score)":
                   [e for e in entries if str(e.get("model", "")).startswith("sweep/")],
               "claims (studies)": [e for e in entries if e.get("kind") == "claims"],
-              "everything": entries}
+              "done again after a restore, with its checks": [e for e in every if redo(e)],
+              "everything": every}
     lines += ["", "| piece | wall s / CPU s | pieces | load |", "| --- | --- | --- | --- |"]
     lines += [f"| {name} | {_total(items)} | {len(items)} | {_loads(items)} |"
               for name, items in others.items()]

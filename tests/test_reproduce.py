@@ -607,3 +607,26 @@ def test_paired_rows_take_the_attack_paired_over_the_most_seeds():
     assert second["seeds"] == [{"value": pytest.approx(2.8), "low": pytest.approx(0.3),
                                 "high": pytest.approx(5.3)}]
     assert report.paired_rows({"eps": 0.1})["rows"] == []
+
+
+def test_cost_rows_count_first_runs_and_list_what_was_done_again():
+    def piece(kind, wall, cpu, **extra):
+        return {"kind": kind, "model": "grid/pat/seed0", "wall_s": wall, "cpu_s": cpu,
+                "cpu_model": "X", "cpu_isa": "avx2", "cpus": 2, "load1_start": 1.0,
+                "load1_end": 2.0, **extra}
+
+    timings = {"train:grid/pat/seed0": piece("train", 600.0, 270.0),
+               "rerun:train:grid/pat/seed0": piece("rerun-train", 180.0, 300.0),
+               "eval:grid/pat/seed0:fgsm": piece("eval", 10.0, 8.0, group="full",
+                                                 attack="fgsm"),
+               "eval:grid/pat/seed0:fgsm-reproduced": piece("eval", 4.0, 4.0, group="full",
+                                                            attack="fgsm-reproduced")}
+    lines = report.timing_markdown(timings)
+    row = next(line for line in lines if line.startswith("| grid/pat/seed0 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "600 / 270" and cells[2] == "10 / 8"  # the first training, first FGSM
+    assert cells[-2] == "610 / 278"  # its total leaves the rerun and the check out
+    again = next(line for line in lines if line.startswith("| done again after a restore"))
+    assert [c.strip() for c in again.strip("|").split("|")][1:3] == ["184 / 304", "2"]
+    everything = next(line for line in lines if line.startswith("| everything |"))
+    assert [c.strip() for c in everything.strip("|").split("|")][1:3] == ["794 / 582", "4"]
