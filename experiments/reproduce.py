@@ -105,6 +105,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -413,6 +414,15 @@ def merge_claims(restored: dict | None, live: dict) -> dict:
     return out
 
 
+def _judge_reproduction(key: str, check: dict) -> None:
+    """Set ``check["same"]``: every recomputed number of a retrained model equals the
+    committed one (else a warning)."""
+    check["same"] = all(v["committed"] == v["recomputed"]
+                        for v in check.values() if isinstance(v, dict))
+    if not check["same"]:
+        logger.warning("%s trained again does not give its committed numbers: %s", key, check)
+
+
 class Runner:
     """The stages, each cached under ``out``; see the module docstring."""
 
@@ -448,8 +458,7 @@ class Runner:
                                  "load1_start": load_average(), "started": time.time()}
         wall, cpu = time.perf_counter(), time.process_time()
         result = fn()
-        restored = (_load_json(self.out / "restored.json") or {}).get("timings", ())
-        if key in restored:  # done again after a restore: the first timing stays
+        if key in self._restored_timings():  # done again after a restore: the first timing stays
             key, entry["kind"] = f"rerun:{key}", f"rerun-{entry.get('kind', 'piece')}"
         entry.update(wall_s=round(time.perf_counter() - wall, 2),
                      cpu_s=round(time.process_time() - cpu, 2), load1_end=load_average(),
@@ -526,12 +535,23 @@ class Runner:
         write(self.out / "claims" / "restored.json", report.get("claims") or {})
         record = {"from": str(source), "models": restored, "timings": sorted(log)}
         atomic_write_json(marker, record)
+        Runner._restored_timings.cache_clear()  # read again from what was just written
+        Runner._restored_paired.cache_clear()
         logger.info("Restored %d finished models' evaluations from %s", len(restored), source)
         return record
 
+    @functools.cache
+    def _restored_timings(self) -> frozenset[str]:
+        """The timing keys :meth:`restore` put back (read once; empty before a restore)."""
+        return frozenset((_load_json(self.out / "restored.json") or {}).get("timings", ()))
+
+    @functools.cache
+    def _restored_paired(self) -> dict:
+        return _load_json(self.out / "restored_paired.json") or {}
+
     def _restored_pair_seeds(self, pair: str, which: str) -> dict[str, dict]:
         """The committed report's paired comparison ``pair`` per seed (restored)."""
-        restored = _load_json(self.out / "restored_paired.json") or {}
+        restored = self._restored_paired()
         return ((restored.get(pair) or {}).get(which) or {}).get("seeds") or {}
 
     def _needs_flags(self, p: Planned, plan: Sequence[Planned]) -> bool:
@@ -572,11 +592,7 @@ class Runner:
             was = ev["attacks"]["fgsm"]
             check["fgsm"] = {"committed": [was["clean_accuracy"], was["accuracy"]],
                              "recomputed": [row["clean_accuracy"], row["accuracy"]]}
-        check["same"] = all(v["committed"] == v["recomputed"]
-                            for k, v in check.items() if isinstance(v, dict))
-        if not check["same"]:
-            logger.warning("%s trained again does not give its committed numbers: %s",
-                           p.key, check)
+        _judge_reproduction(p.key, check)
         atomic_write_json(cache, {**ev, "reproduction": check})
         return check
 
@@ -594,11 +610,7 @@ class Runner:
         check["apgd_ce+apgd_t"] = {
             "committed": [ev["attacks"]["apgd_ce+apgd_t"]["accuracy"]],
             "recomputed": [state["apgd_t"]["accuracy"]]}
-        check["same"] = all(v["committed"] == v["recomputed"]
-                            for k, v in check.items() if isinstance(v, dict))
-        if not check["same"]:
-            logger.warning("%s trained again does not give its committed numbers: %s",
-                           p.key, check)
+        _judge_reproduction(p.key, check)
         robust = self._robust_images(p.key, "apgd_ce+apgd_t")
         atomic_write_json(cache, {**ev, "reproduction": check, "robust_images": {
             **ev.get("robust_images", {}), "apgd_ce+apgd_t": encode_mask(robust)}})
