@@ -29,6 +29,9 @@ LAM ?= 1.0
 BATCH_SIZE ?= 64
 PRECISION ?= auto
 PYTEST_ARGS ?=
+# Test workers (pytest-xdist): one per core by default; each takes whole test files, so
+# a file's module fixtures are built once. TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= auto
 
 .PHONY: run test setup clean
 
@@ -61,7 +64,7 @@ run: setup
 	    print("Precision: %s (%s)" % (c["precision"], c["precision_reason"]))' $(RUN_DIR)
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
