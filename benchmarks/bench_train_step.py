@@ -19,6 +19,8 @@ median, the first ``--skip`` gaps of a block dropped) and, per method, fit / loo
 the median over rounds of the ratio of the two blocks of a round, which ran back to
 back: on a shared machine whose load drifts, pairing cancels most of the drift.
 ``--precisions float32,mixed_bfloat16`` runs every variant in each policy, side by side.
+``--xla`` adds a third variant, ``xla``: the plain loop compiled by XLA
+(``tf.function(jit_compile=True)``), reported as xla / loop.
 
     nice -n 10 .venv/bin/python benchmarks/bench_train_step.py --json runs/bench/train_step.json
     .venv/bin/python benchmarks/bench_train_step.py --methods vanilla,pat,sns,sns-fgsm_rs \
@@ -99,8 +101,9 @@ def fit_variant(method, attack_name, steps, initial, x, y):
     return run
 
 
-def loop_variant(method, attack_name, steps, initial, x, y):
-    """``run(n)`` -> step times of ``n`` calls of a hand-written compiled step."""
+def loop_variant(method, attack_name, steps, initial, x, y, jit_compile=False):
+    """``run(n)`` -> step times of ``n`` calls of a hand-written compiled step (by XLA
+    with ``jit_compile``)."""
     base = models.build("small_cnn")
     base.set_weights(initial)
     net = probe(base, LAYERS) if method == "sns" else None
@@ -119,7 +122,7 @@ def loop_variant(method, attack_name, steps, initial, x, y):
             loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
         return tape.gradient(loss, x_adv)
 
-    @tf.function
+    @tf.function(jit_compile=jit_compile)
     def step(xb, yb):
         labels = tf.cast(yb, tf.int32)
         if attack_name is None:
@@ -165,6 +168,7 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--skip", type=int, default=2, help="gaps dropped at a block's start")
     p.add_argument("--json", default=None)
+    p.add_argument("--xla", action="store_true", help="also time the plain loop under XLA")
     args = p.parse_args()
     x, y, _ = data.load_arrays("fashion_mnist", "train", limit=args.batch_size)
     x, y = tf.constant(x), tf.constant(y)
@@ -175,7 +179,10 @@ def main():
         keras.mixed_precision.set_global_policy(precision)
         for name in args.methods.split(","):
             method, attack, steps = METHODS[name]
-            for kind, make in (("fit", fit_variant), ("loop", loop_variant)):
+            kinds = [("fit", fit_variant), ("loop", loop_variant)]
+            if args.xla:
+                kinds.append(("xla", lambda *a: loop_variant(*a, jit_compile=True)))
+            for kind, make in kinds:
                 run = make(method, attack, steps, initial, x, y)
                 run(args.skip + 2)  # warm-up: tracing
                 variants[(precision, name, kind)] = run
@@ -205,6 +212,17 @@ def main():
                          "loop_blocks_ms": [1000 * v for v in blocks[(precision, name, "loop")]]})
             print(f"| {precision} | {name} | {1000 * f:.1f} | {1000 * lp:.1f} | {ratio:.3f} | "
                   f"{1000 * fits[quiet]:.0f}, {1000 * loops[quiet]:.0f} |")
+            if args.xla:
+                xlas = blocks[(precision, name, "xla")]
+                rows[-1].update(xla_ms=1000 * median[(precision, name, "xla")],
+                                xla_over_loop=statistics.median(a / b for a, b in zip(xlas, loops)),
+                                xla_blocks_ms=[1000 * v for v in xlas])
+    if args.xla:
+        print("\n| precision | method | plain loop ms/step | XLA loop ms/step | xla / loop "
+              "(paired median) |\n| --- | --- | --- | --- | --- |")
+        for r in rows:
+            print(f"| {r['precision']} | {r['method']} | {r['loop_ms']:.1f} | {r['xla_ms']:.1f} | "
+                  f"{r['xla_over_loop']:.3f} |")
     if args.json:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
         with open(args.json, "w") as fh:

@@ -310,6 +310,15 @@ def test_attacks_accept_numpy_and_do_not_retrace(trained):
     np.testing.assert_array_equal(first.numpy(), again.numpy())
 
 
+def test_a_second_call_continues_the_stream_and_a_rebuilt_attack_repeats(trained):
+    model, x, y = trained
+    attack = ProjectedGradientDescentLinf(eps=0.05, steps=1, seed=0)
+    first, second = attack(model, x[:8], y[:8]), attack(model, x[:8], y[:8])
+    assert not np.array_equal(first.numpy(), second.numpy())  # another random start
+    rebuilt = type(attack).from_config(attack.get_config())
+    np.testing.assert_array_equal(rebuilt(model, x[:8], y[:8]).numpy(), first.numpy())
+
+
 # ----------------------------------------------------------------- analytic cases
 
 

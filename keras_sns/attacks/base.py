@@ -44,6 +44,12 @@ class Attack(abc.ABC):
     labels (which avoids label leaking). With ``target`` the attack is targeted: it
     pushes every example towards its ``target`` class.
 
+    A randomised attack (random start, sampled directions) draws from its own stream,
+    seeded by its ``seed``: a fresh attack with the same seed repeats its results, and
+    each further call on the same object continues the stream, as a NumPy
+    ``Generator`` does. To repeat a run, build the attack again (for example
+    ``type(attack).from_config(attack.get_config())``).
+
     The model must map images to **logits** (no softmax) and is always called with
     ``training=False``. Subclasses declare their hyperparameters as keyword-only
     arguments of ``__init__`` (see :meth:`hyperparameters`), store each under an
