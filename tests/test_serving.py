@@ -706,7 +706,10 @@ def test_a_new_version_loads_outside_the_lock(own_base, monkeypatch):
                 assert r.status_code == 200
                 assert c.get("/v1/models/m/versions/1").json()["model_version_status"][0]["state"] \
                     == "AVAILABLE"
-            assert len(latencies) >= 5 and max(latencies) < 0.5, latencies
+            # Under the lock the first prediction would wait out the 1.5 s load; outside it
+            # none waits that long (1.0 s leaves room for a busy CPU: 0.52 s was seen with
+            # the suite running on both cores).
+            assert len(latencies) >= 5 and max(latencies) < 1.0, latencies
         finally:
             shutil.rmtree(own_base / "m" / "2")
 
