@@ -752,6 +752,9 @@ def _sensitivity_body(n=2):
     return json.dumps({"images": [_image()] * n}).encode()
 
 
+REPORT_S = 2.0  # how long the slowed-down report below takes
+
+
 def test_a_full_report_queue_answers_503_and_predictions_go_on(limited, monkeypatch):
     url, _ = limited
     real = serving.app._Service.sensitivity
@@ -759,7 +762,7 @@ def test_a_full_report_queue_answers_503_and_predictions_go_on(limited, monkeypa
 
     def slow(self, body, model):
         calls.append(time.monotonic())
-        time.sleep(1.0)
+        time.sleep(REPORT_S)
         return real(self, body, model)
 
     monkeypatch.setattr(serving.app._Service, "sensitivity", slow)
@@ -780,7 +783,9 @@ def test_a_full_report_queue_answers_503_and_predictions_go_on(limited, monkeypa
         predict_s = time.perf_counter() - start
     for t in threads:
         t.join()
-    assert r.status_code == 200 and predict_s < 0.5, predict_s
+    # Queued behind the running report, the prediction would wait out the rest of its
+    # REPORT_S (over 1.5 s); in its own lane it is far below that, even on a busy CPU.
+    assert r.status_code == 200 and predict_s < REPORT_S / 2, predict_s
     statuses = sorted(r.status_code for r in results.values())
     assert statuses == [200, 200, 503], [r.text for r in results.values()]
     busy = next(r for r in results.values() if r.status_code == 503)
