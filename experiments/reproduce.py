@@ -458,7 +458,7 @@ class Runner:
                                  "load1_start": load_average(), "started": time.time()}
         wall, cpu = time.perf_counter(), time.process_time()
         result = fn()
-        if key in self._restored_timings():  # done again after a restore: the first timing stays
+        if key in self._restored_timings:  # done again after a restore: the first timing stays
             key, entry["kind"] = f"rerun:{key}", f"rerun-{entry.get('kind', 'piece')}"
         entry.update(wall_s=round(time.perf_counter() - wall, 2),
                      cpu_s=round(time.process_time() - cpu, 2), load1_end=load_average(),
@@ -535,23 +535,23 @@ class Runner:
         write(self.out / "claims" / "restored.json", report.get("claims") or {})
         record = {"from": str(source), "models": restored, "timings": sorted(log)}
         atomic_write_json(marker, record)
-        Runner._restored_timings.cache_clear()  # read again from what was just written
-        Runner._restored_paired.cache_clear()
+        for name in ("_restored_timings", "_restored_paired"):  # read again from the new files
+            self.__dict__.pop(name, None)
         logger.info("Restored %d finished models' evaluations from %s", len(restored), source)
         return record
 
-    @functools.cache
+    @functools.cached_property
     def _restored_timings(self) -> frozenset[str]:
         """The timing keys :meth:`restore` put back (read once; empty before a restore)."""
         return frozenset((_load_json(self.out / "restored.json") or {}).get("timings", ()))
 
-    @functools.cache
+    @functools.cached_property
     def _restored_paired(self) -> dict:
         return _load_json(self.out / "restored_paired.json") or {}
 
     def _restored_pair_seeds(self, pair: str, which: str) -> dict[str, dict]:
         """The committed report's paired comparison ``pair`` per seed (restored)."""
-        restored = self._restored_paired()
+        restored = self._restored_paired
         return ((restored.get(pair) or {}).get(which) or {}).get("seeds") or {}
 
     def _needs_flags(self, p: Planned, plan: Sequence[Planned]) -> bool:
